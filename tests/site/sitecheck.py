@@ -1,0 +1,392 @@
+"""The built site in headless Chromium: pages of _toc.yml, a local MathJax, one visit per page.
+
+The site under test is `_build/html` of the repository, or of the book folder named by the
+environment variable BOOK_ROOT (handy for a scratch copy). Nothing leaves the machine: every
+request that is not for the local server is aborted, except MathJax, which readers load from a
+CDN and which the test answers from a copy of the same npm package installed under _build/.
+"""
+
+import functools
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+ROOT = Path(os.environ.get("BOOK_ROOT", REPO)).resolve()
+SITE = ROOT / "_build" / "html"
+SCREENSHOTS = ROOT / "_build" / "screenshots"
+MATHJAX_CACHE = REPO / "_build" / "test-cache"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TIMEOUT_MS = 15_000
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of _toc.yml: its source file and where the build puts it."""
+
+    name: str  # "book/02_elbo"
+    source: Path  # book/02_elbo.ipynb
+
+    @property
+    def html(self) -> str:
+        return f"{self.name}.html"
+
+    @property
+    def is_notebook(self) -> bool:
+        return self.source.suffix == ".ipynb"
+
+
+def toc_pages(root: Path) -> list[Page]:
+    """Every file of _toc.yml in reading order: root, parts, chapters and their sections."""
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    names = [toc["root"]]
+
+    def walk(entries):
+        for entry in entries or []:
+            if "file" in entry:
+                names.append(entry["file"])
+            walk(entry.get("sections"))
+
+    for part in toc.get("parts", []):
+        walk(part.get("chapters"))
+    walk(toc.get("chapters"))
+    pages = []
+    for name in names:
+        name = re.sub(r"\.(md|ipynb|rst)$", "", name)
+        found = [root / f"{name}{ext}" for ext in (".ipynb", ".md", ".rst")]
+        pages.append(Page(name, next((p for p in found if p.exists()), found[0])))
+    return pages
+
+
+def has_math(page: Page) -> bool:
+    """Whether the page's Markdown (a notebook's Markdown cells) holds TeX math."""
+    if page.is_notebook:
+        cells = json.loads(page.source.read_text())["cells"]
+        text = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+    else:
+        text = page.source.read_text()
+    text = re.sub(r"^(```|~~~).*?^\1", "", text, flags=re.S | re.M)  # not in code fences
+    text = re.sub(r"`[^`\n]*`", "", text)  # nor in inline code
+    return bool(re.search(r"\$\$|\$[^$\n]+\$|\\begin\{|\{math\}", text))
+
+
+PAGES = toc_pages(ROOT)
+CHAPTERS = [page for page in PAGES if page.is_notebook]
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+# ---------------------------------------------------------------- the local server
+
+
+@functools.cache
+def http_status(url: str) -> int:
+    """HTTP status of a GET on the local server (links are checked once per run)."""
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def fetch(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.read()
+
+
+# ---------------------------------------------------------------- MathJax from npm
+
+
+@dataclass(frozen=True)
+class MathJaxCopy:
+    """Requests under `base` (the CDN folder of the npm package) map into `package`."""
+
+    base: str  # ".../mathjax@3/" as the built pages request it
+    package: Path  # .../node_modules/mathjax
+
+    def local_file(self, url: str) -> Path | None:
+        url = url.split("#")[0].split("?")[0]
+        if not url.startswith(self.base):
+            return None
+        return self.package / url[len(self.base) :]
+
+
+def mathjax_script_urls(site: Path) -> set[str]:
+    urls = set()
+    for html in site.rglob("*.html"):
+        urls.update(
+            re.findall(r'<script[^>]*\ssrc="(https?://[^"]*mathjax[^"]*)"', html.read_text())
+        )
+    return urls
+
+
+def install_mathjax(site: Path) -> MathJaxCopy | None:
+    """The npm package the built pages load from the CDN, installed under _build/ once.
+
+    Raises RuntimeError, with what went wrong, when the URL or the install does not fit.
+    """
+    urls = mathjax_script_urls(site)
+    if not urls:
+        return None
+    # ".../npm/mathjax@3/es5/tex-mml-chtml.js": the package folder is the base of every request.
+    folders = {re.match(r"(.*/(mathjax@[^/]+)/)", url) for url in urls}
+    bases = {(m.group(1), m.group(2)) for m in folders if m}
+    if None in folders or len(bases) != 1:
+        raise RuntimeError(f"cannot map these MathJax URLs to one npm package: {sorted(urls)}")
+    ((base, spec),) = bases
+    if not re.fullmatch(r"mathjax@3(\.[\w.-]+)?", spec):
+        raise RuntimeError(f"the site loads {spec} from {base}; this test serves MathJax 3 only")
+    prefix = MATHJAX_CACHE / spec
+    package = prefix / "node_modules" / "mathjax"
+    if not (package / "package.json").exists():
+        npm = shutil.which("npm")
+        if npm is None:
+            raise RuntimeError("npm is needed to install a local copy of MathJax for the test")
+        command = [npm, "install", "--prefix", str(prefix), "--no-save", "--no-audit"]
+        command += ["--no-fund", "--loglevel=error", spec]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        if done.returncode != 0 or not (package / "package.json").exists():
+            raise RuntimeError(f"`{' '.join(command)}` failed:\n{done.stdout}\n{done.stderr}")
+    return MathJaxCopy(base, package)
+
+
+# ---------------------------------------------------------------- the browser
+
+
+@dataclass
+class Network:
+    """What the route handler did: requests it blocked (not for the site) and answered."""
+
+    blocked: set[str] = field(default_factory=set)
+    mathjax: set[str] = field(default_factory=set)
+
+
+def new_context(browser, server, mathjax, dark: bool):
+    """A browser context that sees only the local site and the local MathJax."""
+    context = browser.new_context(
+        viewport={"width": 1280, "height": 900}, color_scheme="dark" if dark else "light"
+    )
+    context.set_default_timeout(TIMEOUT_MS)
+    if dark:
+        # pydata-sphinx-theme reads the reader's choice from localStorage "mode" and "theme".
+        context.add_init_script(
+            "try { localStorage.setItem('mode', 'dark'); localStorage.setItem('theme', 'dark'); }"
+            " catch (e) {}"
+        )
+    network = Network()
+
+    def route(route):
+        url = route.request.url
+        local = mathjax.local_file(url) if mathjax else None
+        if local is None:
+            network.blocked.add(url)
+            return route.abort()
+        network.mathjax.add(url)
+        if local.is_file():
+            return route.fulfill(path=str(local))
+        return route.fulfill(status=404, body=f"{local} is not in the npm package")
+
+    # Requests for the site go straight through; the pattern keeps them out of Python.
+    context.route(re.compile(rf"^(?!{re.escape(server)}/)"), route)
+    context.network = network
+    return context
+
+
+# ---------------------------------------------------------------- one visit of a page
+
+# Everything the tests look at, read from the live DOM once the page has settled.
+COLLECT = r"""
+() => {
+  const tag = (el, attr) => {
+    const value = el.getAttribute(attr);
+    return `<${el.localName}${value === null ? '' : ` ${attr}="${value}"`}>`;
+  };
+  const images = Array.from(document.images).map((img) => ({
+    element: tag(img, 'src'), url: img.currentSrc || img.src,
+    complete: img.complete, width: img.naturalWidth,
+  }));
+  const oneLine = (text) => text.replace(/\s+/g, ' ').trim();
+  const math = Array.from(document.querySelectorAll('span.math, div.math')).map((el) => ({
+    element: `<${el.localName} class="math">${oneLine(el.textContent).slice(0, 80)}`,
+    typeset: !!el.querySelector('mjx-container'),
+  }));
+  // Raw TeX left in the text a reader sees: outside code, scripts and typeset math.
+  const skip = 'pre, code, script, style, textarea, mjx-container, .highlight';
+  // $$, \( \) \[ \], a TeX command such as \mu, or $...$ holding ^ _ { or a command.
+  const rawTex = /\$\$|\\[()[\]]|\\[a-zA-Z]{2,}|\$[^$\n]*[\\^_{][^$\n]*\$/;
+  const raw = [];
+  const article = document.querySelector('.bd-article') || document.body;
+  const walker = document.createTreeWalker(article, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    const parent = node.parentElement;
+    if (!parent || parent.closest(skip)) continue;
+    const match = rawTex.exec(node.textContent);
+    if (match) {
+      const text = node.textContent;
+      const at = Math.max(0, match.index - 30);
+      raw.push(`<${parent.localName}> "...${oneLine(text.slice(at, match.index + 50))}..."`);
+    }
+  }
+  const origin = (a) => { try { return new URL(a.href).origin; } catch (e) { return ''; } };
+  const links = Array.from(document.querySelectorAll('a[href]'))
+    .filter((a) => origin(a) === location.origin)
+    .map((a) => ({ element: tag(a, 'href'), url: a.href.split('#')[0] }));
+  const colab = Array.from(document.querySelectorAll('.dropdown-launch-buttons a, a[title]'))
+    .find((a) => /colab/i.test(a.title || '') || /colab/i.test(a.textContent || ''));
+  const download = document.querySelector('a.btn-download-source-button');
+  const nav = Array.from(document.querySelectorAll('.bd-sidebar-primary a[href]'))
+    .map((a) => a.href.split('#')[0]);
+  return {
+    images, math, raw, links, nav,
+    colab: colab ? { element: tag(colab, 'href'), href: colab.href } : null,
+    download: download ? { element: tag(download, 'href'), href: download.href } : null,
+    theme: document.documentElement.dataset.theme || '',
+  };
+}
+"""
+
+# TeX that MathJax could not typeset: an error node, or an undefined macro drawn in red.
+MATH_ERRORS = r"""
+async () => {
+  await window.MathJax.startup.promise;
+  const bad = [];
+  for (const item of window.MathJax.startup.document.math) {
+    const mml = window.MathJax.startup.toMML(item.root);
+    if (!/<merror|mathcolor="red"/.test(mml)) continue;
+    const parent = item.typesetRoot && item.typesetRoot.parentElement;
+    const where = parent ? `<${parent.localName} class="${parent.className}">` : '';
+    bad.push(`${where}${item.math.replace(/\s+/g, ' ').trim()}`);
+  }
+  return bad;
+}
+"""
+
+
+@dataclass
+class Visit:
+    """What a reader's browser did with one page."""
+
+    page: Page
+    url: str
+    status: int
+    console_errors: list[str]
+    failed_requests: list[str]
+    data: dict
+    math_errors: list[str]
+    mathjax_problem: str | None
+    figures: list[tuple[str, bytes]]  # (element, screenshot PNG), dark visits only
+
+
+def visit(context, server: str, page: Page, dark: bool = False) -> Visit:
+    """Open the page, wait for images, MathJax and the network to settle, and read it."""
+    from playwright.sync_api import Error as PlaywrightError
+
+    url = f"{server}/{page.html}"
+    tab = context.new_page()
+    errors, failed = [], []
+    site = server + "/"
+
+    def on_console(message):
+        if message.type != "error":
+            return
+        location = (message.location or {}).get("url", "")
+        if location in context.network.blocked:
+            return  # a resource outside the site, blocked by this test, not by the reader
+        where = f" ({location.removeprefix(site)})" if location else ""
+        errors.append(f"console error: {message.text}{where}")
+
+    def on_request_failed(request):
+        if request.url.startswith(site) or request.url in context.network.mathjax:
+            failed.append(f"{request.url.removeprefix(site)} ({request.failure})")
+
+    def on_response(response):
+        if response.status >= 400 and (
+            response.url.startswith(site) or response.url in context.network.mathjax
+        ):
+            failed.append(f"{response.url.removeprefix(site)} (HTTP {response.status})")
+
+    tab.on("console", on_console)
+    tab.on("pageerror", lambda error: errors.append(f"uncaught exception: {error}"))
+    tab.on("requestfailed", on_request_failed)
+    tab.on("response", on_response)
+    try:
+        response = tab.goto(url, wait_until="load")
+        status = response.status if response else 0
+        tab.evaluate("() => document.querySelectorAll('img').forEach((i) => (i.loading = 'eager'))")
+        try:  # images that never finish are reported by name from COLLECT
+            tab.wait_for_function("() => Array.from(document.images).every((i) => i.complete)")
+        except PlaywrightError:
+            pass
+        mathjax_problem, math_errors = None, []
+        if tab.locator("span.math, div.math").count():
+            try:
+                tab.wait_for_function(
+                    "() => window.MathJax && MathJax.startup && MathJax.startup.promise"
+                )
+                math_errors = tab.evaluate(MATH_ERRORS)
+            except PlaywrightError as error:  # reported by test_math_is_typeset
+                mathjax_problem = f"MathJax did not run ({str(error).splitlines()[0]})"
+        tab.evaluate("() => document.fonts.ready.then(() => true)")
+        tab.wait_for_load_state("networkidle")
+        data = tab.evaluate(COLLECT)
+        figures = []
+        if dark:
+            for img in tab.locator(".bd-article img").all():
+                box = img.bounding_box()
+                if box and box["width"] > 0 and box["height"] > 0:
+                    element = img.evaluate("(i) => `<img src=\"${i.getAttribute('src')}\">`")
+                    figures.append((element, img.screenshot(animations="disabled")))
+    finally:
+        tab.close()
+    return Visit(page, url, status, errors, failed, data, math_errors, mathjax_problem, figures)
+
+
+# ---------------------------------------------------------------- pixels
+
+
+def luminance(rgb) -> float:
+    """WCAG relative luminance of an sRGB colour with channels 0..255."""
+
+    def linear(c):
+        c = c / 255
+        return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (linear(c) for c in rgb[:3])
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def dominant_colour(png: bytes) -> tuple[int, int, int]:
+    """The most common colour of a screenshot, to 16 levels a channel: the figure's background."""
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    image.thumbnail((400, 400))
+    image = image.point(lambda v: v // 16 * 16 + 8)
+    _, colour = max(image.getcolors(image.width * image.height))
+    return colour
+
+
+def page_url(server: str, url: str) -> str:
+    """A URL of the local server as a path of the site, for messages."""
+    return url.removeprefix(server + "/") if url.startswith(server) else url

@@ -1,0 +1,378 @@
+"""fit, checkpoints, resume, divergence, the model cache and the input checks of train.py."""
+
+import hashlib
+import json
+import math
+import shutil
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from vae_tutorial import train
+from vae_tutorial.data import Batches, load_mnist
+from vae_tutorial.elbo import elbo_terms
+from vae_tutorial.evaluate import evaluate_elbo
+from vae_tutorial.models import ModelConfig, build_model
+from vae_tutorial.train import (
+    History,
+    TrainConfig,
+    TrainingDiverged,
+    config_key,
+    fit,
+    load_checkpoint,
+    pick_device,
+    save_checkpoint,
+    trained_model,
+)
+
+SMALL = ModelConfig(latent_dim=8, hidden_dim=64)
+TINY = TrainConfig(epochs=1, train_size=2000, batch_size=128)
+CPU = "cpu"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models: one thread is as fast, and far faster when other jobs share the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def params(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in model.state_dict().items()}
+
+
+def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    pa, pb = params(a), params(b)
+    return pa.keys() == pb.keys() and all(torch.equal(pa[k], pb[k]) for k in pa)
+
+
+def losses(history: History) -> dict[str, list[float]]:
+    """The history without its wall-clock timings."""
+    return {k: v for k, v in history.to_dict().items() if not k.endswith("seconds")}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def mnist_loaded_once():
+    """fit calls train.load_mnist: serve each split from memory after its first load."""
+    cache = {}
+
+    def load_once(split, **kwargs):
+        key = (split, tuple(sorted(kwargs.items())))
+        if key not in cache:
+            cache[key] = load_mnist(split, **kwargs)
+        return cache[key]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train, "load_mnist", load_once)
+        yield
+
+
+@pytest.fixture(scope="module")
+def one_epoch(tmp_path_factory) -> tuple[train.FitResult, Path]:
+    """One epoch of TINY, and the checkpoint it wrote."""
+    path = tmp_path_factory.mktemp("one_epoch") / "run.pt"
+    return fit(SMALL, TINY, device=CPU, checkpoint_path=path, progress=False), path
+
+
+@pytest.fixture(scope="module")
+def two_epochs() -> train.FitResult:
+    return fit(SMALL, replace(TINY, epochs=2), device=CPU, progress=False)
+
+
+def copy_of(path: Path, folder: Path, name: str = "run.pt") -> Path:
+    copy = folder / name
+    shutil.copyfile(path, copy)
+    return copy
+
+
+# --- devices and configs ---------------------------------------------------------------------
+
+
+def test_pick_device_prefers_cuda_then_mps_then_cpu():
+    expected = (
+        "cuda"
+        if torch.cuda.is_available()
+        else "mps"
+        if torch.backends.mps.is_available()
+        else "cpu"
+    )
+    assert pick_device().type == expected
+    assert pick_device("cpu") == torch.device("cpu")
+
+
+@pytest.mark.parametrize("bad", ["tpu", "gpu0", 3.5])
+def test_unknown_device_names_expected_and_got(bad):
+    with pytest.raises(ValueError, match=rf"expected 'auto', 'cpu', 'cuda'.*got {bad!r}"):
+        pick_device(bad)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_unavailable_device_is_refused():
+    with pytest.raises(ValueError, match=r"expected an available device \(cpu.*got 'cuda'"):
+        pick_device("cuda")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"epochs": -1}, r"TrainConfig.epochs: expected an int >= 0, got -1"),
+        ({"epochs": 1.5}, r"TrainConfig.epochs: expected an int >= 0, got 1.5"),
+        ({"batch_size": 0}, r"TrainConfig.batch_size: expected an int >= 1, got 0"),
+        ({"train_size": 0}, r"TrainConfig.train_size: expected an int >= 1, got 0"),
+        ({"lr": 0.0}, r"TrainConfig.lr: expected a finite number > 0, got 0.0"),
+        ({"beta": math.nan}, r"TrainConfig.beta: expected a finite number >= 0, got nan"),
+        ({"binarize": "static"}, r"binarize: expected one of \('none', 'dynamic'\), got 'static'"),
+        ({"likelihood": "gauss"}, r"likelihood: expected one of .*'bernoulli'.*got 'gauss'"),
+        ({"binarize": "none"}, r"likelihood='bernoulli' expects binary x, got binarize='none'"),
+        ({"bf16": "yes"}, r"TrainConfig.bf16: expected True or False, got 'yes'"),
+    ],
+)
+def test_bad_train_config_names_expected_and_got(change, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**change)
+
+
+def test_train_size_larger_than_the_training_set_is_refused():
+    with pytest.raises(ValueError, match=r"train_size: expected at most 60000, got 60001"):
+        fit(SMALL, replace(TINY, train_size=60001), device=CPU, progress=False)
+
+
+def test_fit_refuses_configs_of_the_wrong_type():
+    with pytest.raises(ValueError, match=r"expected a ModelConfig and a TrainConfig, got dict"):
+        fit({"kind": "vae"}, TINY, device=CPU)
+
+
+# --- what fit computes -----------------------------------------------------------------------
+
+
+def test_same_seed_same_weights_other_seed_other_weights(one_epoch, capsys):
+    again = fit(SMALL, TINY, device=CPU, progress=False)
+    assert capsys.readouterr() == ("", "")  # progress=False prints nothing
+    assert same_weights(again.model, one_epoch[0].model)
+    assert losses(again.history) == losses(one_epoch[0].history)
+    other = fit(SMALL, replace(TINY, seed=1), device=CPU, progress=False)
+    assert not torch.equal(other.model.decoder[0].weight, again.model.decoder[0].weight)
+
+
+def test_history_has_one_entry_per_epoch_and_training_lowers_the_loss(two_epochs):
+    history = two_epochs.history
+    assert history.epochs_done == 2
+    assert all(len(column) == 2 for column in history.to_dict().values())
+    for split in ("train", "test"):
+        rec, kl = getattr(history, f"{split}_reconstruction"), getattr(history, f"{split}_kl")
+        neg_elbo = getattr(history, f"{split}_neg_elbo")
+        assert neg_elbo == pytest.approx([r + k for r, k in zip(rec, kl, strict=True)])
+        assert all(value > 0 for value in rec + kl)
+    assert history.test_neg_elbo[1] < history.test_neg_elbo[0] < 544  # 784 ln 2: every p = 1/2
+    assert History.from_dict(json.loads(json.dumps(history.to_dict()))) == history
+
+
+def test_test_losses_are_the_sampled_elbo_of_the_returned_model(two_epochs):
+    images, _ = load_mnist("test", binarize="static", seed=train.TEST_SEED)
+    scores = evaluate_elbo(two_epochs.model, images, seed=train.TEST_SEED)
+    history = two_epochs.history
+    assert history.test_neg_elbo[-1] == pytest.approx(scores["neg_elbo"], rel=1e-6)
+    assert history.test_kl[-1] == pytest.approx(scores["kl"], rel=1e-6)
+
+
+def test_train_losses_are_per_example_means_over_the_epoch():
+    """With lr ~ 0 the weights never move: replay the epoch by hand, batch by batch."""
+    config = TrainConfig(epochs=1, train_size=300, batch_size=128, lr=1e-30)  # 128 + 128 + 44
+    result = fit(SMALL, config, device=CPU, progress=False)
+    torch.manual_seed(config.seed)
+    model = build_model(SMALL)
+    assert same_weights(model, result.model)
+    images, labels = load_mnist("train")
+    sums = torch.zeros(2, dtype=torch.float64)
+    for x, _ in Batches(images[:300], labels[:300], 128, seed=config.seed, binarize="dynamic"):
+        logits, mu, logvar, _ = model(x)
+        terms = elbo_terms(logits, x, mu, logvar)
+        sums += torch.stack([-terms.reconstruction.sum(), terms.kl.sum()]).double()
+    reconstruction, kl = (sums / 300).tolist()
+    assert result.history.train_reconstruction[0] == pytest.approx(reconstruction, rel=1e-5)
+    assert result.history.train_kl[0] == pytest.approx(kl, rel=1e-5)
+
+
+def test_autoencoder_trains_with_zero_kl():
+    config = ModelConfig(kind="ae", latent_dim=8, hidden_dim=64)
+    history = fit(config, TINY, device=CPU, progress=False).history
+    assert history.train_kl == history.test_kl == [0.0]
+    assert history.test_neg_elbo == history.test_reconstruction
+    assert 0 < history.test_reconstruction[0] < 544
+
+
+def test_bf16_autocast_trains_to_finite_losses_close_to_float32(one_epoch):
+    bf16 = fit(SMALL, replace(TINY, bf16=True), device=CPU, progress=False).history
+    fp32 = one_epoch[0].history
+    assert bf16.test_neg_elbo[0] == pytest.approx(fp32.test_neg_elbo[0], rel=0.05)
+
+
+def test_compile_falls_back_to_eager_with_one_warning(one_epoch, monkeypatch):
+    def unavailable(*args, **kwargs):
+        raise RuntimeError("no C compiler found")
+
+    monkeypatch.setattr(torch, "compile", unavailable)
+    with pytest.warns(UserWarning, match=r"torch.compile is unavailable on cpu \(no C compiler"):
+        compiled = fit(SMALL, replace(TINY, compile=True), device=CPU, progress=False)
+    assert same_weights(compiled.model, one_epoch[0].model)
+
+
+def test_zero_epochs_returns_the_initial_model_without_loading_data(monkeypatch):
+    monkeypatch.setattr(train, "load_mnist", None)  # any data access would fail
+    result = fit(SMALL, replace(TINY, epochs=0), device=CPU)
+    torch.manual_seed(TINY.seed)
+    assert same_weights(result.model, build_model(SMALL))
+    assert result.history.epochs_done == 0
+
+
+def test_captured_progress_writes_at_most_two_updates(capsys):
+    fit(SMALL, replace(TINY, epochs=2, train_size=256), device=CPU)
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert 1 <= captured.err.count("fit:") <= 2  # the first and the final state of the bar
+    assert captured.err.count("\n") <= 1
+    assert "2/2" in captured.err
+
+
+# --- checkpoints and resume ------------------------------------------------------------------
+
+
+def test_resume_ends_with_the_weights_of_an_uninterrupted_run(one_epoch, two_epochs, tmp_path):
+    path = copy_of(one_epoch[1], tmp_path)  # as if a 2-epoch run was stopped after epoch 1
+    resumed = fit(
+        SMALL,
+        replace(TINY, epochs=2),
+        device=CPU,
+        checkpoint_path=path,
+        resume=True,
+        progress=False,
+    )
+    assert same_weights(resumed.model, two_epochs.model)
+    assert losses(resumed.history) == losses(two_epochs.history)
+    assert load_checkpoint(path, CPU).history.epochs_done == 2
+
+
+def test_fit_checkpoint_holds_configs_optimizer_and_rng_states(one_epoch):
+    raw = torch.load(one_epoch[1], weights_only=True)
+    assert set(raw) == {
+        "model_config",
+        "train_config",
+        "model_state",
+        "optimizer_state",
+        "epoch",
+        "rng_state",
+        "history",
+    }
+    assert raw["model_config"] == asdict(SMALL) and raw["train_config"] == asdict(TINY)
+    assert raw["epoch"] == 1 and raw["history"] == one_epoch[0].history.to_dict()
+    assert set(raw["rng_state"]) == {"torch", "batches"}
+    assert len(raw["optimizer_state"]["state"]) == len(list(one_epoch[0].model.parameters()))
+
+
+def test_checkpoint_round_trip(one_epoch, tmp_path):
+    model, history = one_epoch[0].model, one_epoch[0].history
+    path = tmp_path / "sub" / "model.pt"
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.5)
+    rng = {"torch": torch.get_rng_state()}
+    save_checkpoint(path, model, history, TINY, optimizer=optimizer, rng_state=rng)
+    assert [p.name for p in path.parent.iterdir()] == ["model.pt"]  # no temporary file left
+    loaded = load_checkpoint(path, CPU)
+    assert same_weights(loaded.model, model)
+    assert loaded.model.config == SMALL and not loaded.model.training
+    assert loaded.history == history and loaded.train_config == TINY
+    assert loaded.optimizer_state["param_groups"][0]["lr"] == 0.5
+    assert torch.equal(loaded.rng_state["torch"], rng["torch"])
+
+
+def test_a_failed_write_leaves_the_old_checkpoint_and_no_temporary_file(tmp_path, monkeypatch):
+    path = tmp_path / "model.pt"
+    model = build_model(SMALL)
+    save_checkpoint(path, model, History(), TINY)
+    before = path.read_bytes()
+
+    def crash(obj, f):
+        f.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, model, History(), replace(TINY, epochs=5))
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
+
+
+def test_resume_with_other_configs_names_the_difference(one_epoch, tmp_path):
+    path = copy_of(one_epoch[1], tmp_path)
+    with pytest.raises(ValueError, match=r"got \(requested, saved\) \{'lr': \(0.01, 0.001\)\}"):
+        fit(SMALL, replace(TINY, lr=0.01), device=CPU, checkpoint_path=path, resume=True)
+    with pytest.raises(ValueError, match=r"expected at most 0 finished epochs, .* has 1"):
+        fit(SMALL, replace(TINY, epochs=0), device=CPU, checkpoint_path=path, resume=True)
+    bare = load_checkpoint(path, CPU)
+    save_checkpoint(path, bare.model, bare.history, TINY)  # no optimizer, no RNG states
+    with pytest.raises(
+        ValueError, match=r"expected a checkpoint written by fit .* got one without"
+    ):
+        fit(SMALL, replace(TINY, epochs=2), device=CPU, checkpoint_path=path, resume=True)
+
+
+def test_missing_checkpoint_names_the_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"expected a file, got '.*nope.pt' \(no such"):
+        load_checkpoint(tmp_path / "nope.pt")
+
+
+# --- divergence ------------------------------------------------------------------------------
+
+
+def test_non_finite_loss_stops_with_epoch_step_and_advice_and_keeps_the_checkpoint(
+    one_epoch, tmp_path, monkeypatch
+):
+    path = copy_of(one_epoch[1], tmp_path)
+    good = path.read_bytes()
+    monkeypatch.setattr(train, "kl_warmup", lambda epoch, warmup: math.nan)  # loss = NaN
+    with pytest.raises(TrainingDiverged) as caught:
+        fit(SMALL, replace(TINY, epochs=2), device=CPU, checkpoint_path=path, resume=True)
+    message = str(caught.value)
+    assert (caught.value.epoch, caught.value.step) == (2, 1)
+    assert "non-finite loss at epoch 2 of 2, step 1 of 16" in message
+    assert "lower learning rate (lr=0.001 now, e.g. 0.0001)" in message
+    assert "data lie in [0, 1]" in message and "bf16 off" in message
+    assert f"{path}, is untouched" in message
+    assert path.read_bytes() == good
+    assert [p.name for p in tmp_path.iterdir()] == ["run.pt"]
+
+
+def test_huge_learning_rate_diverges_mid_epoch():
+    with pytest.raises(TrainingDiverged, match=r"non-finite loss at epoch 1 of 1, step \d+ of 16"):
+        fit(SMALL, replace(TINY, lr=1e12), device=CPU, progress=False)
+
+
+# --- the cache of trained models -------------------------------------------------------------
+
+
+def test_trained_model_loads_a_cached_run_without_training(one_epoch, tmp_path, monkeypatch):
+    copy_of(one_epoch[1], tmp_path, f"{config_key(SMALL, TINY)}.pt")
+    monkeypatch.setattr(train, "load_mnist", None)  # training would need the data
+    cached = trained_model(SMALL, TINY, device=CPU, cache_dir=tmp_path)
+    assert same_weights(cached.model, one_epoch[0].model)
+    assert cached.history == one_epoch[0].history
+
+
+def test_trained_model_trains_and_caches_under_the_data_root(tmp_path, monkeypatch):
+    monkeypatch.setattr(train, "default_root", lambda: tmp_path)
+    config = replace(TINY, train_size=256)
+    result = trained_model(SMALL, config, device=CPU, progress=False)
+    path = tmp_path / "models" / f"{config_key(SMALL, config)}.pt"
+    assert [p.name for p in path.parent.iterdir()] == [path.name]
+    assert same_weights(load_checkpoint(path, CPU).model, result.model)
+
+
+def test_config_key_is_a_hash_of_both_configs():
+    key = config_key(SMALL, TINY)
+    text = json.dumps({"model": asdict(SMALL), "train": asdict(TINY)}, sort_keys=True)
+    assert key == hashlib.sha256(text.encode()).hexdigest()[:16]
+    assert config_key(SMALL, replace(TINY, seed=1)) != key
+    assert config_key(replace(SMALL, latent_dim=9), TINY) != key

@@ -356,7 +356,8 @@ def visit(context, server: str, page: Page, dark: bool = False) -> Visit:
                 box = img.bounding_box()
                 if box and box["width"] > 0 and box["height"] > 0:
                     element = img.evaluate("(i) => `<img src=\"${i.getAttribute('src')}\">`")
-                    figures.append((element, img.screenshot(animations="disabled")))
+                    inset = img.evaluate(INSET)
+                    figures.append((element, img.screenshot(animations="disabled"), inset))
     finally:
         tab.close()
     return Visit(page, url, status, errors, failed, data, math_errors, mathjax_problem, figures)
@@ -376,15 +377,31 @@ def luminance(rgb) -> float:
     return 0.2126 * r + 0.7152 * g + 0.0722 * b
 
 
-def dominant_colour(png: bytes) -> tuple[int, int, int]:
-    """The most common colour of a screenshot, to 16 levels a channel: the figure's background."""
+# Pixels between an <img>'s box and its picture (padding and border), left, top, right, bottom.
+INSET = """(i) => { const s = getComputedStyle(i);
+  const px = (name) => parseFloat(s[name]);
+  return ["Left", "Top", "Right", "Bottom"].map(
+    (side) => Math.ceil(px("padding" + side) + px("border" + side + "Width")));
+}"""
+
+
+def border_colour(png: bytes, inset: list[int]) -> tuple[int, int, int]:
+    """The most common colour of the picture's outer frame, to 16 levels a channel: the figure's
+    background (its middle may be mostly dark, as in a grid of white-on-black digits). `inset`
+    crops away the theme's padding around the picture."""
     from PIL import Image
 
-    image = Image.open(io.BytesIO(png)).convert("RGB")
-    image.thumbnail((400, 400))
-    image = image.point(lambda v: v // 16 * 16 + 8)
-    _, colour = max(image.getcolors(image.width * image.height))
-    return colour
+    image = Image.open(io.BytesIO(png)).convert("RGB").point(lambda v: v // 16 * 16 + 8)
+    left, top, right, bottom = inset
+    image = image.crop((left, top, image.width - right, image.height - bottom))
+    width, height, edge = image.width, image.height, 3
+    frame = [
+        image.getpixel((x, y))
+        for x in range(width)
+        for y in range(height)
+        if x < edge or y < edge or x >= width - edge or y >= height - edge
+    ]
+    return max(set(frame), key=frame.count)
 
 
 def page_url(server: str, url: str) -> str:

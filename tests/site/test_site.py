@@ -14,7 +14,7 @@ from sitecheck import (
     PAGES,
     ROOT,
     SCREENSHOTS,
-    dominant_colour,
+    border_colour,
     fetch,
     has_math,
     http_status,
@@ -160,11 +160,11 @@ def test_figures_keep_a_light_background_in_dark_mode(page, dark, server):
     seen = visit(dark, server, page, dark=True)
     theme = seen.data["theme"]
     problems = [] if theme == "dark" else [f'dark mode did not engage: <html data-theme="{theme}">']
-    for element, png in seen.figures:
-        colour = dominant_colour(png)
+    for element, png, inset in seen.figures:
+        colour = border_colour(png, inset)
         if luminance(colour) < LIGHT_BACKGROUND:
             problems.append(
-                f"{element} shows a dark background in dark mode (dominant colour rgb{colour},"
+                f"{element} shows a dark background in dark mode (colour of its border rgb{colour},"
                 f" luminance {luminance(colour):.2f} < {LIGHT_BACKGROUND}): its dark ink is"
                 " unreadable; the figure needs an opaque light background"
             )

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import matplotlib.image
 import pytest
-import torch
 
 from vae_tutorial.cli import main
 from vae_tutorial.models import ModelConfig, build_model
@@ -18,13 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--epochs", "1", "--train-size", "512", "--latent-dim", "2", "--hidden-dim", "32"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread is as fast, and far faster when other jobs share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -32,13 +32,7 @@ TINY = TrainConfig(epochs=1, train_size=2000, batch_size=128)
 CPU = "cpu"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread is as fast, and far faster when other jobs share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def params(model: torch.nn.Module) -> dict[str, torch.Tensor]:

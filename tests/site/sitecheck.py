@@ -236,8 +236,8 @@ COLLECT = r"""
   // $$, \( \) \[ \], a TeX command such as \mu, or $...$ holding ^ _ { or a command.
   const rawTex = /\$\$|\\[()[\]]|\\[a-zA-Z]{2,}|\$[^$\n]*[\\^_{][^$\n]*\$/;
   const raw = [];
-  const article = document.querySelector('.bd-article') || document.body;
-  const walker = document.createTreeWalker(article, NodeFilter.SHOW_TEXT);
+  // The whole page: the contents sidebars repeat headings outside MathJax's reach.
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
   for (let node = walker.nextNode(); node; node = walker.nextNode()) {
     const parent = node.parentElement;
     if (!parent || parent.closest(skip)) continue;

@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 LINTED := vae_tutorial tests benchmarks book
 
-.PHONY: book test data notebooks lint bench clean
+.PHONY: book lab test data notebooks lint bench clean
 
 # Create the virtual environment once; reinstall only when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -18,9 +18,14 @@ $(STAMP): pyproject.toml
 book: $(STAMP)
 	$(VENV)/bin/jupyter-book build . --keep-going
 
+# Open the chapters in JupyterLab, run by .venv's Python; it prints the URL to open.
+# Pass options with LAB_ARGS, e.g. make lab LAB_ARGS="--no-browser --port 8899".
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=book $(LAB_ARGS)
+
 # Fetch and verify the four MNIST files into data/MNIST/raw.
 data: $(STAMP)
-	$(PY) -m vae_tutorial.data
+	$(PY) -m vae_tutorial.download
 
 lint: $(STAMP)
 	$(PY) -m ruff check $(LINTED)

@@ -1,47 +1,63 @@
-"""One epoch of MNIST training three ways, on one device: the classic loop, `fit`, the floor.
+"""Training speed on one device: what chapter 5 teaches, measured, and written to a result file.
 
-All three train the 784-400-20 VAE (`ModelConfig()`) on the 60,000 training images with batch 128
-and Adam at lr 1e-3, with the same loss: the grey-level BCE of the classic PyTorch example
-(`likelihood="continuous_bce"`, `binarize="none"`), so what differs is the data pipeline, the loop
-and the Adam kernel (fit uses `fused=True`, the classic example the default).
+Every variant trains the 784-400-20 VAE (`ModelConfig()`) with Adam at lr 1e-3 on the book's
+default data: dynamically binarized MNIST, the Bernoulli likelihood. Rows (see the file's notes):
 
 1. classic: a DataLoader over `torchvision.datasets.MNIST(root, transform=ToTensor())`, one PIL
-   image at a time, and `loss.item()` every step, as in pytorch/examples/vae;
-2. fit: `vae_tutorial.train.fit` for one epoch. Timed: its training pass (`History.train_seconds`);
-   loading the data before it and the test evaluation after it are reported on separate rows;
-3. floor: the same number of optimizer steps (ceil(60000 / 128) = 469) on one fixed batch already
-   on the device: the compute alone.
+   image at a time, a copy to the device, and `loss.item()` every step, as in pytorch/examples/vae
+   (and PyTorch's default Adam, as there);
+2. fit: the training pass of `vae_tutorial.train.fit` (`History.train_seconds` of its second
+   epoch; loading the data and scoring the test set are not timed), in four versions: float32 or
+   bf16 autocast, eager or `torch.compile`. For compiled runs `first_epoch_seconds` includes
+   the compilation (a cold cache: a fresh Inductor cache directory per run);
+3. floor: the same steps on one fixed batch already on the device: the compute alone;
+4. fit at other batch sizes (float32, eager), over the same number of images.
 
-Each is run --repeats times, interleaved, and the best time is kept (the least disturbed by other
-processes). A fourth row, not in the JSON, times fit with the book's default dynamic binarization.
-Prints a table and, as its last line, one JSON object.
+Each variant processes `--steps` batches of 128 (one epoch is 469; fewer keep a CPU run short,
+and the rows then extrapolate `epoch_seconds` from them). Variants take turns for `--repeats`
+rounds, and each keeps its fastest round: a burst of other work on the machine slows some rounds,
+rarely all. The file is rewritten atomically after every round (`complete` is false until the
+last), so a run cut short by a time limit still leaves its finished rows.
 
-    python benchmarks/train_speed.py [--device cpu] [--repeats 2]
+    python benchmarks/train_speed.py [--device cpu|cuda|mps] [--steps 469] [--repeats 2]
+        [--batch-sizes 32,128,512] [--no-compile] [--out benchmarks/results]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import os
-import platform
+import shutil
+import sys
+import tempfile
 import time
+import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 from torchvision import datasets
 from torchvision.transforms import ToTensor
 
-from vae_tutorial.data import default_root, ensure_mnist
+from vae_tutorial.device import pick_device
+from vae_tutorial.download import default_root, ensure_mnist
 from vae_tutorial.elbo import elbo_terms, negative_elbo
 from vae_tutorial.models import ModelConfig, build_model
-from vae_tutorial.train import TrainConfig, fit, pick_device
+from vae_tutorial.results import CHECKOUT, Result, hardware, write_result
+from vae_tutorial.train import TrainConfig, fit
 
-BATCH, LR, TRAIN_IMAGES = 128, 1e-3, 60_000
-STEPS = math.ceil(TRAIN_IMAGES / BATCH)  # 469
-LOSS = "continuous_bce"  # the classic example's loss, used by all three
+LR, TRAIN_IMAGES, BATCH = 1e-3, 60_000, 128
+UNITS = {
+    "steps": "optimizer steps timed",
+    "images": "training images timed",
+    "seconds": "s, fastest round",
+    "seconds_slowest": "s, slowest round",
+    "ms_per_step": "ms",
+    "images_per_second": "images/s",
+    "epoch_seconds": "s per epoch of 60,000 images (extrapolated from the timed steps)",
+    "first_epoch_seconds": "s, first epoch of the first round (compilation included)",
+}
 
 
 def _sync(device: torch.device) -> None:
@@ -52,57 +68,50 @@ def _sync(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
-def _model_and_optimizer(
-    device: torch.device, fused: bool
-) -> tuple[torch.nn.Module, torch.optim.Adam]:
-    """The 784-400-20 VAE, seeded, and Adam at lr 1e-3 (fused as in fit, or the default)."""
+def classic(device: torch.device, batch: int, steps: int) -> float:
+    """Seconds for `steps` steps of the classic tutorial loop, after 3 untimed ones."""
     torch.manual_seed(0)
     model = build_model(ModelConfig()).to(device)
-    return model, torch.optim.Adam(model.parameters(), lr=LR, fused=fused)
-
-
-def classic_loop(device: torch.device) -> float:
-    """Seconds for one epoch of the classic tutorial loop (pytorch/examples/vae)."""
-    model, optimizer = _model_and_optimizer(device, fused=False)  # the example's default Adam
+    optimizer = torch.optim.Adam(model.parameters(), lr=LR)  # the example's default Adam
     dataset = datasets.MNIST(default_root(), train=True, transform=ToTensor())
     extra = {"num_workers": 1, "pin_memory": True} if device.type == "cuda" else {}
-    loader = DataLoader(dataset, batch_size=BATCH, shuffle=True, **extra)
-    train_loss = 0.0
-    start = time.perf_counter()
-    for data, _ in loader:
-        data = data.to(device).view(-1, 784)  # (B, 784)
+    loader = DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True, **extra)
+
+    def batches():
+        while True:
+            yield from loader
+
+    stream, train_loss = batches(), 0.0
+    for i in range(3 + steps):
+        if i == 3:
+            _sync(device)
+            start = time.perf_counter()
+        data, _ = next(stream)
+        x = torch.bernoulli(data.to(device).view(-1, 784))  # (B, 784), binarized like fit's
         optimizer.zero_grad()
-        logits, mu, logvar, _ = model(data, check=False)
-        loss = negative_elbo(logits, data, mu, logvar, likelihood=LOSS, check=False)
+        logits, mu, logvar, _ = model(x, check=False)
+        loss = negative_elbo(logits, x, mu, logvar, check=False)  # nats per example
         loss.backward()
         train_loss += loss.item()  # a host sync every step
         optimizer.step()
+    _sync(device)
     return time.perf_counter() - start
 
 
-def fit_epoch(device: torch.device, binarize: str = "none") -> dict[str, float]:
-    """fit for one epoch: its training pass, its test evaluation and the whole call, in seconds."""
-    likelihood = LOSS if binarize == "none" else "bernoulli"
-    config = TrainConfig(
-        epochs=1, batch_size=BATCH, lr=LR, binarize=binarize, likelihood=likelihood
-    )
-    start = time.perf_counter()
-    history = fit(ModelConfig(), config, device=device, progress=False).history
-    total = time.perf_counter() - start
-    train, test = history.train_seconds[0], history.test_seconds[0]
-    return {"train": train, "test": test, "setup": total - train - test, "total": total}
-
-
-def floor(device: torch.device) -> float:
-    """Seconds for STEPS optimizer steps on one fixed batch already on the device."""
+def floor(device: torch.device, batch: int, steps: int) -> float:
+    """Seconds for `steps` optimizer steps on one fixed batch on the device, after 3 untimed."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig()).to(device)
     fused = device.type in ("cpu", "cuda")  # as fit chooses
-    model, optimizer = _model_and_optimizer(device, fused)
-    x = torch.rand(BATCH, 784, generator=torch.Generator().manual_seed(0)).to(device)  # (B, 784)
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(STEPS):
+    optimizer = torch.optim.Adam(model.parameters(), lr=LR, fused=fused)
+    x = torch.bernoulli(torch.rand(batch, 784, generator=torch.Generator().manual_seed(0)))
+    x = x.to(device)  # (B, 784)
+    for i in range(3 + steps):
+        if i == 3:
+            _sync(device)
+            start = time.perf_counter()
         logits, mu, logvar, _ = model(x, check=False)
-        terms = elbo_terms(logits, x, mu, logvar, likelihood=LOSS, check=False)
+        terms = elbo_terms(logits, x, mu, logvar, check=False)
         loss = (terms.kl - terms.reconstruction).mean()  # the same loss as fit computes
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -111,69 +120,129 @@ def floor(device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def _describe(device: torch.device) -> str:
-    """The device in words, for the record."""
-    if device.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(device)})"
-    cores = os.cpu_count()
-    name = platform.processor() or platform.machine()
-    return f"{device.type} ({name}, {cores} cores, {torch.get_num_threads()} torch threads)"
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: auto)")
-    parser.add_argument("--repeats", type=int, default=2, help="runs of each, best kept")
-    args = parser.parse_args()
-    device = pick_device(args.device)
-    ensure_mnist(verbose=False)
-    floor(device)  # warm-up: first-call allocations and kernel selection are not timed
-
-    runs: dict[str, list] = {"classic": [], "fit": [], "floor": [], "fit_dynamic": []}
-    measures: dict[str, Callable[[], object]] = {
-        "classic": lambda: classic_loop(device),
-        "fit": lambda: fit_epoch(device),
-        "floor": lambda: floor(device),
-        "fit_dynamic": lambda: fit_epoch(device, binarize="dynamic"),
-    }
-    for _ in range(args.repeats):
-        for name, measure in measures.items():
-            runs[name].append(measure())
-    classic = min(runs["classic"])
-    fitted = min(runs["fit"], key=lambda r: r["train"])
-    dynamic = min(runs["fit_dynamic"], key=lambda r: r["train"])
-    floor_s = min(runs["floor"])
-
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"device: {_describe(device)}; best of {args.repeats}; 1-min load average {load:.2f}")
-    print(f"one epoch = {TRAIN_IMAGES} images, {STEPS} steps of batch {BATCH}, Adam lr {LR:g}")
-    rows = [
-        ("classic DataLoader loop, .item() each step", classic, ""),
-        ("fit, training pass (timed)", fitted["train"], "binarize='none', as classic"),
-        ("  fit, data loading before it (not timed)", fitted["setup"], ""),
-        ("  fit, test evaluation after it (not timed)", fitted["test"], "10,000 images"),
-        ("  fit, whole call", fitted["total"], ""),
-        ("floor: same steps on one fixed batch", floor_s, ""),
-        ("fit, book default (info)", dynamic["train"], "binarize='dynamic', bernoulli"),
-    ]
-    print(f"{'':45} {'seconds':>8} {'steps/s':>8}")
-    for label, seconds, note in rows:
-        rate = f"{STEPS / seconds:8.0f}" if not label.startswith("  ") else " " * 8
-        print(f"{label:45} {seconds:8.2f} {rate}  {note}")
-    result = {
-        "device": _describe(device),
-        "seed_loop_s": round(classic, 3),
-        "fit_s": round(fitted["train"], 3),
-        "floor_s": round(floor_s, 3),
-        "speedup_vs_seed_loop": round(classic / fitted["train"], 2),
-        "fit_over_floor": round(fitted["train"] / floor_s, 3),
-    }
-    print(
-        f"fit is {result['speedup_vs_seed_loop']}x faster than the classic loop "
-        f"and {result['fit_over_floor']}x the floor"
+def fit_pass(
+    device: torch.device, batch: int, images: int, bf16: bool, compile: bool
+) -> dict[str, float | bool]:
+    """fit for two epochs over `images` images: the second epoch's training pass is timed."""
+    config = TrainConfig(
+        epochs=2, batch_size=batch, lr=LR, train_size=images, bf16=bf16, compile=compile
     )
-    print(json.dumps(result))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = fit(ModelConfig(), config, device=device, progress=False).history
+    said = " ".join(str(w.message) for w in caught)
+    return {
+        "seconds": history.train_seconds[1],
+        "first_epoch_seconds": history.train_seconds[0],
+        "compiled": compile and "torch.compile is unavailable" not in said,
+        "bf16_used": bf16 and "bf16 is not supported" not in said,
+    }
+
+
+def variants(
+    device: torch.device, steps: int, batch_sizes: list[int], with_compile: bool
+) -> list[tuple[dict, Callable[[], object]]]:
+    """(row keys, measurement) for every variant, cheapest and most telling first."""
+    images = steps * BATCH  # every variant sees the same number of images
+
+    def fitted(batch: int, bf16: bool = False, compile: bool = False):
+        n = images // batch * batch  # whole batches only: no odd last batch to recompile for
+        keys = {"loop": "fit", "batch_size": batch, "precision": "bf16" if bf16 else "fp32"}
+        keys |= {"compile": compile, "steps": n // batch, "images": n}
+        return keys, lambda: fit_pass(device, batch, n, bf16, compile)
+
+    base = {"batch_size": BATCH, "precision": "fp32", "compile": False}
+    steady = {"steps": steps, "images": images}
+    out = [
+        fitted(BATCH),
+        ({"loop": "floor", **base, **steady}, lambda: floor(device, BATCH, steps)),
+        ({"loop": "classic", **base, **steady}, lambda: classic(device, BATCH, steps)),
+        fitted(BATCH, bf16=True),
+    ]
+    out += [fitted(b) for b in batch_sizes if b != BATCH]
+    if with_compile:
+        out += [fitted(BATCH, compile=True), fitted(BATCH, bf16=True, compile=True)]
+    return out
+
+
+def row(keys: dict, runs: list) -> dict:
+    """One row of the file from the rounds measured so far."""
+    seconds = [r["seconds"] if isinstance(r, dict) else r for r in runs]
+    best = min(seconds)
+    out = {**keys, "repeats": len(runs), "seconds": round(best, 4)}
+    out["seconds_slowest"] = round(max(seconds), 4)
+    out["ms_per_step"] = round(1000 * best / keys["steps"], 3)
+    out["images_per_second"] = round(keys["images"] / best, 1)
+    out["epoch_seconds"] = round(TRAIN_IMAGES / (keys["images"] / best), 3)
+    if isinstance(runs[0], dict):  # a fit row
+        out["first_epoch_seconds"] = round(runs[0]["first_epoch_seconds"], 4)
+        out["compiled"] = runs[0]["compiled"]
+        out["bf16_used"] = runs[0]["bf16_used"]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best)")
+    parser.add_argument("--steps", type=int, default=469, help="batches of 128 per variant")
+    parser.add_argument("--repeats", type=int, default=2, help="rounds; the fastest is kept")
+    parser.add_argument("--batch-sizes", default="32,128,512", help="fit, fp32, eager")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
+    parser.add_argument("--out", type=Path, default=CHECKOUT, help="folder of result files")
+    args = parser.parse_args(argv)
+    device = pick_device(args.device)
+    batch_sizes = sorted({int(b) for b in args.batch_sizes.split(",")} | {BATCH})
+    ensure_mnist(verbose=False)
+    # A cold compiler cache, as on a reader's first run: compile times are not from a warm cache.
+    cache = tempfile.mkdtemp(prefix="inductor-cache-")
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
+
+    command = "benchmarks/train_speed.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    result = Result(
+        kind="train_speed",
+        command=command.strip(),
+        config={
+            "model": "784-400-20 MLP VAE (ModelConfig())",
+            "data": "MNIST training images, dynamically binarized; Bernoulli likelihood",
+            "optimizer": f"Adam, lr {LR:g}: fused in fit and floor, the default in classic",
+            "steps_at_batch_128": args.steps,
+            "repeats": args.repeats,
+            "batch_sizes": batch_sizes,
+            "compile": not args.no_compile,
+            "cuda_tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
+        },
+        hardware=hardware(device),
+        units=UNITS,
+        notes=(
+            f"Each variant timed {args.steps} steps at batch 128 ({args.steps * BATCH} images; "
+            f"one epoch is 469 steps){' : a fraction of an epoch' if args.steps < 469 else ''}; "
+            "fit rows time the training pass of fit's second epoch (data loading and the test "
+            "evaluation excluded); classic and floor time their steps after 3 untimed ones. "
+            "Fastest of the rounds; seconds_slowest shows the spread."
+        ),
+    )
+    todo = variants(device, args.steps, batch_sizes, not args.no_compile)
+    runs: list[list] = [[] for _ in todo]
+    floor(device, BATCH, 3)  # warm-up: first-call allocations and kernel selection
+    try:
+        for round_ in range(args.repeats):
+            for (keys, measure), done in zip(todo, runs, strict=True):
+                done.append(measure())
+                r = row(keys, done)
+                print(
+                    f"round {round_ + 1}: {r['loop']:7} batch {r['batch_size']:4} "
+                    f"{r['precision']} {'compiled' if r['compile'] else 'eager':8} "
+                    f"{r['ms_per_step']:8.3f} ms/step {r['images_per_second']:10.0f} images/s",
+                    flush=True,
+                )
+                result.rows = [row(k, d) for (k, _), d in zip(todo, runs, strict=True) if d]
+                result.complete = all(runs)  # every variant measured at least once
+                path = write_result(result, args.out)
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+    print(f"wrote {path}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

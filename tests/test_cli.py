@@ -9,9 +9,10 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 
+from vae_tutorial.checkpoint import load_checkpoint, save_checkpoint
 from vae_tutorial.cli import main
 from vae_tutorial.models import ModelConfig, build_model
-from vae_tutorial.train import History, TrainConfig, load_checkpoint, save_checkpoint
+from vae_tutorial.train import History, TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--epochs", "1", "--train-size", "512", "--latent-dim", "2", "--hidden-dim", "32"]

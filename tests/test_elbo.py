@@ -123,7 +123,10 @@ def test_kl_warmup(epoch, warmup, beta):
 def test_non_binary_x_is_not_a_bernoulli_likelihood():
     logits, x, mu, logvar = random_terms()
     x[0, 5] = 0.37
-    message = "bernoulli_log_likelihood: expected binary x in {0, 1}, got a value 0.37; binarize x"
+    message = (
+        "bernoulli_log_likelihood: x: expected binary values in {0, 1}, "
+        "got 1 other value(s) (first: 0.37); binarize x, or use continuous_bce"
+    )
     for call in (
         lambda: bernoulli_log_likelihood(logits, x),
         lambda: elbo_terms(logits, x, mu, logvar),
@@ -134,12 +137,70 @@ def test_non_binary_x_is_not_a_bernoulli_likelihood():
     assert bernoulli_log_likelihood(logits, x, check=False).shape == (4,)
 
 
+def nan_at(t: torch.Tensor, value: float = math.nan) -> torch.Tensor:
+    """A copy of t with one entry replaced by value."""
+    t = t.clone()
+    t.view(-1)[1] = value
+    return t
+
+
+FINITE = "expected finite values, got 1 non-finite (first: {})"
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (
+            lambda t: bernoulli_log_likelihood(nan_at(t[0]), t[1]),
+            "bernoulli_log_likelihood: logits: " + FINITE.format("nan"),
+        ),
+        (
+            lambda t: continuous_bce(nan_at(t[0], math.inf), t[1]),
+            "continuous_bce: logits: " + FINITE.format("inf"),
+        ),
+        (
+            lambda t: continuous_bce(t[0], nan_at(t[1])),
+            "continuous_bce: x: " + FINITE.format("nan"),
+        ),
+        (
+            lambda t: bernoulli_log_likelihood(t[0], nan_at(t[1])),
+            "bernoulli_log_likelihood: x: expected binary values in {0, 1}, "
+            "got 1 other value(s) (first: nan)",
+        ),
+        (
+            lambda t: kl_to_standard_normal(nan_at(t[2], -math.inf), t[3]),
+            "kl_per_dimension: mu: " + FINITE.format("-inf"),
+        ),
+        (
+            lambda t: elbo_terms(t[0], t[1], t[2], nan_at(t[3])),
+            "kl_per_dimension: logvar: " + FINITE.format("nan"),
+        ),
+        (
+            lambda t: negative_elbo(nan_at(t[0]), *t[1:]),
+            "bernoulli_log_likelihood: logits: " + FINITE.format("nan"),
+        ),
+    ],
+)
+def test_non_finite_inputs_are_refused_where_check_is_true(call, message):
+    """NaN or inf would give a NaN loss (or a wrong finite one) far from its cause."""
+    with pytest.raises(ValueError, match=re.escape(message)):
+        call(random_terms())
+
+
+def test_check_false_skips_the_value_checks():
+    logits, x, mu, logvar = random_terms()
+    assert bernoulli_log_likelihood(nan_at(logits), x, check=False).isnan().any()
+    assert kl_to_standard_normal(mu, nan_at(logvar), check=False).isnan().any()
+    terms = elbo_terms(nan_at(logits), x, mu, logvar, check=False)
+    assert terms.elbo.isnan().any()
+
+
 @pytest.mark.parametrize(
     ("call", "message"),
     [
         (
             lambda t: continuous_bce(t[0], t[1] * 2),
-            "continuous_bce: expected x in [0, 1], got min 0, max 2",
+            "continuous_bce: x: expected values in [0, 1], got min 0, max 2",
         ),
         (
             lambda t: bernoulli_log_likelihood(t[0], t[1][:, :10]),
@@ -148,7 +209,11 @@ def test_non_binary_x_is_not_a_bernoulli_likelihood():
         ),
         (
             lambda t: bernoulli_log_likelihood(t[0], t[1].long()),
-            "bernoulli_log_likelihood: expected a floating-point x, got torch.int64",
+            "bernoulli_log_likelihood: x: expected a floating-point tensor, got dtype torch.int64",
+        ),
+        (
+            lambda t: bernoulli_log_likelihood(t[0].tolist(), t[1]),
+            "bernoulli_log_likelihood: logits: expected a torch.Tensor, got [[",
         ),
         (
             lambda t: kl_to_standard_normal(t[2], t[3][:, :2]),
@@ -163,15 +228,29 @@ def test_non_binary_x_is_not_a_bernoulli_likelihood():
             lambda t: elbo_terms(t[0], t[1], t[2][:3], t[3][:3]),
             "elbo_terms: expected logits and mu with the same batch shape, got (4, 784) and (3, 3)",
         ),
-        (lambda t: negative_elbo(*t, beta=-1.0), "beta: expected a number >= 0, got -1.0"),
-        (lambda t: negative_elbo(*t, beta=math.nan), "beta: expected a number >= 0, got nan"),
+        (
+            lambda t: negative_elbo(*t, beta=-1.0),
+            "beta: expected a finite number in [0, inf), got -1.0 (a float); beta = 1 gives",
+        ),
+        (
+            lambda t: negative_elbo(*t, beta=math.nan),
+            "beta: expected a finite number in [0, inf), got nan (a float)",
+        ),
         (
             lambda t: kl_warmup(-1, 3),
-            "kl_warmup: expected epoch >= 0 and warmup_epochs >= 0, got -1 and 3",
+            "kl_warmup: epoch: expected an int >= 0, got -1; epochs count from 0",
+        ),
+        (
+            lambda t: kl_warmup(True, 3),
+            "kl_warmup: epoch: expected an int >= 0, got True (a bool)",
         ),
         (
             lambda t: kl_warmup(0, -2),
-            "kl_warmup: expected epoch >= 0 and warmup_epochs >= 0, got 0 and -2",
+            "kl_warmup: warmup_epochs: expected an int >= 0, got -2",
+        ),
+        (
+            lambda t: kl_warmup(0, 2.5),
+            "kl_warmup: warmup_epochs: expected an int >= 0, got 2.5 (a float)",
         ),
     ],
 )

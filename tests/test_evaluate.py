@@ -253,23 +253,23 @@ def test_nats_to_bits_per_dim():
         ),
         (
             lambda ae, vae, x: evaluate_elbo(vae, x[:0]),
-            "evaluate_elbo: expected at least one image",
+            "evaluate_elbo: expected at least 1 image(s), got 0",
         ),
         (
             lambda ae, vae, x: kl_per_latent(vae, x[:0]),
-            "kl_per_latent: expected at least one image",
+            "kl_per_latent: expected at least 1 image(s), got 0",
         ),
         (
             lambda ae, vae, x: encode_dataset(ae, x[:0]),
-            "encode_dataset: expected at least one image, got 0",
+            "encode_dataset: expected at least 1 image(s), got 0",
         ),
         (
             lambda ae, vae, x: active_units(vae, x[:1]),
-            "active_units: expected at least 2 images, got 1",
+            "active_units: expected at least 2 image(s), got 1",
         ),
         (
             lambda ae, vae, x: active_units(vae, x, threshold=-1.0),
-            "threshold: expected a number >= 0, got -1.0",
+            "threshold: expected a finite number in [0, inf), got -1.0 (a float)",
         ),
         (
             lambda ae, vae, x: evaluate_elbo(vae, x, batch_size=0),
@@ -290,17 +290,43 @@ def test_nats_to_bits_per_dim():
         ),
         (
             lambda ae, vae, x: importance_weighted_bound(vae, x * 0.5, 10),
-            "bernoulli_log_likelihood: expected binary x in {0, 1}, got a value 0.5",
+            "importance_weighted_bound: x: expected binary values in {0, 1}, "
+            "got 936 other value(s) (first: 0.5); binarize x",
+        ),
+        (
+            lambda ae, vae, x: log_importance_weights(vae, x * 0.5, 10),
+            "log_importance_weights: x: expected binary values in {0, 1}",
         ),
         (
             lambda ae, vae, x: evaluate_elbo(vae, x * 0.5),
-            "bernoulli_log_likelihood: expected binary x in {0, 1}, got a value 0.5",
+            "bernoulli_log_likelihood: x: expected binary values in {0, 1}, "
+            "got 936 other value(s) (first: 0.5)",
         ),
         (
             lambda ae, vae, x: importance_weighted_bound(vae, x[:, :100], 10),
             "x: expected shape (B, 784) or (B, 1, 28, 28), got (4, 100)",
         ),
         (lambda ae, vae, x: nats_to_bits_per_dim(1.0, dims=0), "dims: expected an int >= 1, got 0"),
+        (
+            lambda ae, vae, x: evaluate_elbo(vae, x, batch_size=True),
+            "batch_size: expected an int >= 1, got True (a bool)",
+        ),
+        (
+            lambda ae, vae, x: evaluate_elbo(vae, x, seed=-1),
+            "seed: expected an int >= 0, got -1",
+        ),
+        (
+            lambda ae, vae, x: evaluate_elbo(vae, x, likelihood="gauss"),
+            "likelihood: expected one of ('bernoulli', 'continuous_bce'), got 'gauss'",
+        ),
+        (
+            lambda ae, vae, x: evaluate_elbo(vae, x.tolist()),
+            "evaluate_elbo: images: expected a torch.Tensor (N, 784) or (N, 1, 28, 28), got [[",
+        ),
+        (
+            lambda ae, vae, x: encode_dataset(vae.state_dict(), x),
+            "encode_dataset: expected a VAE or an Autoencoder, got OrderedDict(",
+        ),
     ],
 )
 def test_bad_inputs_name_expected_and_got(small, call, message):
@@ -309,3 +335,27 @@ def test_bad_inputs_name_expected_and_got(small, call, message):
     ae = Autoencoder(ModelConfig(kind="ae", latent_dim=6, hidden_dim=16))
     with pytest.raises(ValueError, match=re.escape(message)):
         call(ae, vae, images[:4])
+
+
+def test_a_model_with_non_finite_weights_is_refused_not_evaluated(small):
+    """A diverged run's weights give NaN bounds; each function says so before computing."""
+    model, images = small
+    model = copy.deepcopy(model)
+    with torch.no_grad():
+        model.to_logvar.weight[0, 0] = math.nan
+    message = (
+        "expected a model with finite weights, got NaN or inf in to_logvar.weight; "
+        "its training diverged"
+    )
+    x = images[:4]
+    for fn, call in [
+        ("evaluate_elbo", lambda: evaluate_elbo(model, x)),
+        ("importance_weighted_bound", lambda: importance_weighted_bound(model, x, 3)),
+        ("log_importance_weights", lambda: log_importance_weights(model, x, 3)),
+        ("encode_dataset", lambda: encode_dataset(model, x)),
+        ("kl_per_latent", lambda: kl_per_latent(model, x)),
+        ("active_units", lambda: active_units(model, x)),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(f"{fn}: {message}")):
+            call()
+    assert importance_weighted_bound(model, x, 3, check=False).isnan().any()

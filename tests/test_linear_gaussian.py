@@ -2,6 +2,7 @@
 Bayes' rule on a grid, Monte Carlo."""
 
 import math
+import re
 
 import pytest
 import torch
@@ -131,21 +132,103 @@ def test_sample_has_the_evidence_covariance():
     torch.testing.assert_close(torch.cov(x.T), model.evidence_cov(), rtol=0.05, atol=0.05)
 
 
-def test_bad_inputs_raise_value_errors():
-    model = LinearGaussian.random(4, 2, 0.5, seed=16)
-    x = data(model, 3)
-    mean, cov = random_gaussian(3, 2, seed=17)
-    with pytest.raises(ValueError, match=r"x: expected shape \(B, 4\)"):
-        model.log_evidence(x[:, :3])
-    with pytest.raises(ValueError, match="dtype"):
-        model.log_evidence(x.float())
-    with pytest.raises(ValueError, match=r"q mean: expected shape \(B, 2\)"):
-        model.elbo(x, mean[:, :1], cov)
-    with pytest.raises(ValueError, match="q cov"):
-        model.elbo(x, mean, cov[:1])
-    with pytest.raises(ValueError, match="positive definite"):
-        model.elbo(x, mean, -cov)
-    with pytest.raises(ValueError, match="noise_std"):
-        LinearGaussian(model.weight, model.bias, 0.0)
-    with pytest.raises(ValueError, match="bias"):
-        LinearGaussian(model.weight, model.bias[:2], 0.5)
+def nan_at(t: torch.Tensor) -> torch.Tensor:
+    t = t.clone()
+    t.view(-1)[0] = math.nan
+    return t
+
+
+MODEL = LinearGaussian.random(4, 2, 0.5, seed=16)
+X = data(MODEL, 3)
+MEAN, COV = random_gaussian(3, 2, seed=17)
+SKEWED = COV + torch.tensor([[0.0, 0.5], [-0.5, 0.0]], dtype=F64)  # not symmetric
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: MODEL.log_evidence(X[:, :3]), "x: expected shape (B, 4), got (3, 3)"),
+        (lambda: MODEL.log_evidence(X.float()), "x: expected dtype torch.float64 (the model's)"),
+        (lambda: MODEL.log_evidence(X.tolist()), "x: expected a torch.Tensor (B, 4), got [["),
+        (lambda: MODEL.log_evidence(nan_at(X)), "x: expected finite values, got 1 non-finite"),
+        (lambda: MODEL.elbo(X, MEAN[:, :1], COV), "q mean: expected shape (B, 2), got (3, 1)"),
+        (
+            lambda: MODEL.elbo(X, MEAN, COV[:1]),
+            "q cov: expected shape (2, 2) or (B, 2, 2) with B = 3, got (1, 2)",
+        ),
+        (
+            lambda: MODEL.elbo(X, MEAN, COV.float()),
+            "q cov: expected dtype torch.float64 (the mean's), got torch.float32",
+        ),
+        (lambda: MODEL.elbo(X, MEAN[:2], COV), "q mean: expected 3 rows (one per x), got 2"),
+        (lambda: MODEL.elbo(X, nan_at(MEAN), COV), "q mean: expected finite values"),
+        (lambda: MODEL.elbo(X, MEAN, nan_at(COV)), "q cov: expected finite values"),
+        (
+            lambda: MODEL.elbo(X, MEAN, -COV),
+            "q cov: expected a positive definite matrix, got one that is not (Cholesky failed)",
+        ),
+        (
+            lambda: MODEL.elbo(X, MEAN, SKEWED),
+            "q cov: expected a symmetric matrix, got a matrix with |m - m^T| up to 1; "
+            "symmetrise it with (m + m.mT) / 2",
+        ),
+        (
+            lambda: MODEL.kl_to_posterior(X, MEAN, SKEWED.expand(3, 2, 2)),
+            "q cov: expected a symmetric matrix",
+        ),
+        (lambda: gaussian_kl(MEAN, SKEWED, MEAN, SKEWED), "q cov: expected a symmetric matrix"),
+        (lambda: gaussian_kl(MEAN, COV, MEAN, SKEWED), "p cov: expected a symmetric matrix"),
+        (
+            lambda: gaussian_kl(MEAN, COV, MEAN[:2], COV),
+            "gaussian_kl: expected q and p with one dtype and batch sizes B or 1, "
+            "got (3, 2) torch.float64 and (2, 2) torch.float64",
+        ),
+        (lambda: gaussian_kl([0.0], COV, MEAN, COV), "q mean: expected a torch.Tensor (B, D)"),
+        (
+            lambda: MODEL.log_likelihood(X, torch.zeros(3, 3, dtype=F64)),
+            "z: expected shape (..., 3, 2), got (3, 3)",
+        ),
+        (
+            lambda: MODEL.log_likelihood(X, torch.zeros(3, 2)),
+            "z: expected dtype torch.float64 (the model's), got torch.float32",
+        ),
+        (lambda: MODEL.sample(True), "n: expected an int >= 1, got True (a bool)"),
+        (lambda: MODEL.sample(0), "n: expected an int >= 1, got 0"),
+        (
+            lambda: LinearGaussian(MODEL.weight, MODEL.bias, 0.0),
+            "LinearGaussian.noise_std: expected a finite number in (0, inf), got 0.0",
+        ),
+        (
+            lambda: LinearGaussian(MODEL.weight, MODEL.bias, True),
+            "LinearGaussian.noise_std: expected a finite number in (0, inf), got True (a bool)",
+        ),
+        (
+            lambda: LinearGaussian(MODEL.weight, MODEL.bias[:2], 0.5),
+            "LinearGaussian.bias: expected shape (4,) and dtype torch.float64",
+        ),
+        (
+            lambda: LinearGaussian(nan_at(MODEL.weight), MODEL.bias, 0.5),
+            "LinearGaussian.weight: expected finite values",
+        ),
+        (
+            lambda: LinearGaussian.random(0, 2, 0.5),
+            "data_dim: expected an int >= 1, got 0",
+        ),
+        (
+            lambda: LinearGaussian.random(4, 2.0, 0.5),
+            "latent_dim: expected an int >= 1, got 2.0 (a float)",
+        ),
+    ],
+)
+def test_bad_inputs_name_expected_and_got(call, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        call()
+
+
+def test_a_covariance_symmetric_to_rounding_is_accepted():
+    """A covariance computed as A A^T in float32 is symmetric only up to rounding: accepted."""
+    a = torch.randn(3, 3, generator=torch.Generator().manual_seed(0))
+    cov = a @ a.T + torch.eye(3)
+    cov[0, 1] += 1e-6
+    mean = torch.zeros(1, 3)
+    assert gaussian_kl(mean, cov, mean, cov).abs().item() < 1e-5

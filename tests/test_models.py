@@ -126,11 +126,11 @@ def test_pathwise_and_score_function_gradients_agree():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"kind": "gan"}, "ModelConfig.kind: expected 'vae' or 'ae', got 'gan'"),
-        ({"arch": "rnn"}, "ModelConfig.arch: expected 'mlp' or 'conv', got 'rnn'"),
-        ({"latent_dim": 0}, "ModelConfig.latent_dim: expected a positive int, got 0"),
-        ({"hidden_dim": 2.5}, "ModelConfig.hidden_dim: expected a positive int, got 2.5"),
-        ({"latent_dim": True}, "ModelConfig.latent_dim: expected a positive int, got True"),
+        ({"kind": "gan"}, "ModelConfig.kind: expected one of ('vae', 'ae'), got 'gan'"),
+        ({"arch": "rnn"}, "ModelConfig.arch: expected one of ('mlp', 'conv'), got 'rnn'"),
+        ({"latent_dim": 0}, "ModelConfig.latent_dim: expected an int >= 1, got 0"),
+        ({"hidden_dim": 2.5}, "ModelConfig.hidden_dim: expected an int >= 1, got 2.5 (a float)"),
+        ({"latent_dim": True}, "ModelConfig.latent_dim: expected an int >= 1, got True (a bool)"),
     ],
 )
 def test_config_rejects_bad_fields(kwargs, message):
@@ -144,6 +144,9 @@ def test_classes_reject_the_other_kind():
     with pytest.raises(ValueError, match="Autoencoder: expected a ModelConfig with kind='ae'"):
         Autoencoder(ModelConfig())
     assert isinstance(build_model(ModelConfig(kind="ae", latent_dim=2)), Autoencoder)
+    message = "build_model: expected a ModelConfig, got 'vae' (a str); write build_model("
+    with pytest.raises(ValueError, match=re.escape(message)):
+        build_model("vae")
 
 
 BAD_IMAGES = [
@@ -152,17 +155,36 @@ BAD_IMAGES = [
     (torch.zeros(784), "x: expected shape (B, 784) or (B, 1, 28, 28), got (784,)"),
     (
         torch.zeros(2, 784, dtype=torch.uint8),
-        "x: expected dtype torch.float32 (the model's), got torch.uint8 (convert uint8 images "
-        "with x.float() / 255)",
+        "x: expected dtype torch.float32 (the model's), got torch.uint8; convert uint8 images "
+        "with x.float() / 255",
     ),
     (
         torch.zeros(2, 784, dtype=torch.float64),
-        "x: expected dtype torch.float32 (the model's), got torch.float64",
+        "x: expected dtype torch.float32 (the model's), got torch.float64; "
+        "convert with .to(torch.float32)",
     ),
-    (torch.full((2, 784), 255.0), "x: expected pixel values in [0, 1], got min 255, max 255"),
-    (torch.full((2, 784), -0.5), "x: expected pixel values in [0, 1], got min -0.5, max -0.5"),
-    (torch.full((2, 784), math.nan), "x: expected pixel values in [0, 1], got min nan, max nan"),
-    ([[0.0] * 784], "x: expected a torch.Tensor of images, got list"),
+    (
+        torch.full((2, 784), 255.0),
+        "x (pixel values): expected values in [0, 1], got min 255, max 255; "
+        "scale uint8 images with x.float() / 255",
+    ),
+    (
+        torch.full((2, 784), -0.5),
+        "x (pixel values): expected values in [0, 1], got min -0.5, max -0.5",
+    ),
+    (
+        torch.full((2, 784), math.nan),
+        "x (pixel values): expected finite values, got 1568 non-finite (first: nan)",
+    ),
+    (
+        torch.zeros(2, 784).index_fill(1, torch.tensor([3]), math.inf),
+        "x (pixel values): expected finite values, got 2 non-finite (first: inf)",
+    ),
+    (
+        [[0.0] * 784],
+        "x: expected a torch.Tensor of images (B, 784) or (B, 1, 28, 28), "
+        "got [[0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, ... (a list); convert it with torch.as_tensor",
+    ),
 ]
 
 
@@ -191,7 +213,8 @@ def test_check_false_skips_only_the_value_range():
         (torch.zeros(2, 4), "z: expected shape (B, 3), got (2, 4)"),
         (torch.zeros(3), "z: expected shape (B, 3), got (3,)"),
         (torch.zeros(2, 3, dtype=torch.int64), "z: expected dtype torch.float32 (the model's)"),
-        ("z", "z: expected shape (B, 3), got str"),
+        (torch.full((2, 3), math.nan), "z: expected finite values, got 6 non-finite (first: nan)"),
+        ("z", "z: expected a torch.Tensor (B, 3), got 'z' (a str)"),
     ],
 )
 def test_bad_latents_name_expected_and_got(z, message):
@@ -200,7 +223,9 @@ def test_bad_latents_name_expected_and_got(z, message):
 
 
 def test_reparameterize_rejects_mismatched_shapes():
-    message = "reparameterize: expected mu and logvar of the same shape, got (2, 3) and (2, 4)"
+    message = (
+        "reparameterize: expected mu and logvar of the same shape (..., N), got (2, 3) and (2, 4)"
+    )
     with pytest.raises(ValueError, match=re.escape(message)):
         reparameterize(torch.zeros(2, 3), torch.zeros(2, 4))
 
@@ -208,6 +233,9 @@ def test_reparameterize_rejects_mismatched_shapes():
 def test_images_on_another_device_are_rejected():
     x = torch.zeros(2, 784, device="meta")
     with pytest.raises(
-        ValueError, match=re.escape("x: expected a tensor on cpu (the model's), got meta")
+        ValueError,
+        match=re.escape(
+            "x: expected a tensor on cpu (the model's), got meta; move it with .to('cpu')"
+        ),
     ):
         small().encode(x)

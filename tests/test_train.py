@@ -10,22 +10,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from vae_tutorial import train
+from vae_tutorial import cache, train
+from vae_tutorial.cache import config_key, trained_model
+from vae_tutorial.checkpoint import load_checkpoint, save_checkpoint
 from vae_tutorial.data import Batches, load_mnist
+from vae_tutorial.device import pick_device
 from vae_tutorial.elbo import elbo_terms
 from vae_tutorial.evaluate import evaluate_elbo
 from vae_tutorial.models import ModelConfig, build_model
-from vae_tutorial.train import (
-    History,
-    TrainConfig,
-    TrainingDiverged,
-    config_key,
-    fit,
-    load_checkpoint,
-    pick_device,
-    save_checkpoint,
-    trained_model,
-)
+from vae_tutorial.train import History, TrainConfig, TrainingDiverged, fit
 
 SMALL = ModelConfig(latent_dim=8, hidden_dim=64)
 TINY = TrainConfig(epochs=1, train_size=2000, batch_size=128)
@@ -356,7 +349,7 @@ def test_trained_model_loads_a_cached_run_without_training(one_epoch, tmp_path, 
 
 
 def test_trained_model_trains_and_caches_under_the_data_root(tmp_path, monkeypatch):
-    monkeypatch.setattr(train, "default_root", lambda: tmp_path)
+    monkeypatch.setattr(cache, "default_root", lambda: tmp_path)
     config = replace(TINY, train_size=256)
     result = trained_model(SMALL, config, device=CPU, progress=False)
     path = tmp_path / "models" / f"{config_key(SMALL, config)}.pt"

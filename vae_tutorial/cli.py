@@ -4,37 +4,46 @@
     python -m vae_tutorial evaluate runs/vae-mlp-z20/checkpoint.pt --k 100
     python -m vae_tutorial sample runs/vae-mlp-z20/checkpoint.pt --n 64 --out samples.png
 
-`train` writes checkpoint.pt, metrics.json and samples.png into --out. A bad argument, including a
-missing checkpoint file, gives one line on stderr and exit status 2.
+`train` writes checkpoint.pt, metrics.json and samples.png into --out; a folder that already holds a
+checkpoint is refused unless --resume continues it or --overwrite replaces it. `--epochs 0` writes
+the untrained model. Every output path is checked for writing before any work starts.
+
+Every mistake ends in one line on stderr saying what was expected, what came and what to do: exit
+status 2 for a bad argument (a checkpoint file that is missing, broken or foreign included), 1 for
+a failure (no data, a diverged run, non-finite weights or scores, a full disk); no traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
-from dataclasses import asdict
+from collections.abc import Callable
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import NoReturn
 
 import matplotlib.pyplot as plt
 import torch
 
-from vae_tutorial.data import MNISTUnavailable, load_mnist
+from vae_tutorial import checks
+from vae_tutorial.checkpoint import ensure_writable, load_checkpoint
+from vae_tutorial.data import load_mnist
+from vae_tutorial.device import pick_device
+from vae_tutorial.download import MNISTUnavailable
 from vae_tutorial.evaluate import evaluate_elbo, importance_weighted_bound, nats_to_bits_per_dim
 from vae_tutorial.models import VAE, ModelConfig
 from vae_tutorial.plots import show_images
 from vae_tutorial.sampling import sample_prior
-from vae_tutorial.train import (
-    TEST_SEED,
-    TrainConfig,
-    TrainingDiverged,
-    fit,
-    load_checkpoint,
-)
+from vae_tutorial.train import TEST_SEED, TrainConfig, TrainingDiverged, fit
 
 PROG = "python -m vae_tutorial"
 IWAE_BATCH = 100  # test images per importance_weighted_bound call
+
+
+class CommandFailed(RuntimeError):
+    """A failure that is not a bad argument: exit status 1."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -61,39 +70,44 @@ def _write_figure(images: torch.Tensor, path: Path, title: str, nrow: int) -> No
     plt.close(fig)
 
 
-def _write_json(metrics: dict, path: Path | None) -> None:
-    """Print metrics as JSON, and write them to path if given."""
-    text = json.dumps(metrics, indent=2)
-    print(text)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text + "\n")
+def _json(metrics: dict) -> str:
+    """Strict JSON (no NaN or Infinity, which JSON does not have)."""
+    return json.dumps(metrics, indent=2, allow_nan=False) + "\n"
+
+
+def _finite_weights(model: torch.nn.Module, command: str) -> None:
+    """CommandFailed if any weight is NaN or infinite (a run that diverged before it was saved)."""
+    bad = {n: int((~torch.isfinite(p)).sum()) for n, p in model.state_dict().items()}
+    bad = {n: count for n, count in bad.items() if count}
+    if bad:
+        raise CommandFailed(
+            f"{command}: expected finite weights, got {sum(bad.values())} NaN or infinite values "
+            f"(in {', '.join(bad)}); the run that wrote this checkpoint diverged: use an earlier "
+            "checkpoint or train again with a lower --lr"
+        )
 
 
 def train(args: argparse.Namespace) -> int:
     """Fit a model; write checkpoint.pt, metrics.json and samples.png into --out."""
     model_config = ModelConfig(args.kind, args.arch, args.latent_dim, args.hidden_dim)
-    train_config = TrainConfig(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
-        beta=args.beta,
-        warmup_epochs=args.warmup_epochs,
-        binarize=args.binarize,
-        likelihood=args.likelihood,
-        train_size=args.train_size,
-        bf16=args.bf16,
-        compile=args.compile,
-    )
+    train_config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
     name = args.name or f"{args.kind}-{args.arch}-z{args.latent_dim}"
     out = Path("runs") / name if args.out is None else args.out
+    pick_device(args.device)  # a missing GPU is a bad argument: found before any file is made
+    checkpoint = ensure_writable(out / "checkpoint.pt", "--out")
+    if checkpoint.exists() and not (args.resume or args.overwrite):
+        raise ValueError(
+            f"--out: expected a folder without a checkpoint, got {str(out)!r}, which holds "
+            "checkpoint.pt; pass --resume to continue that run (same settings), --overwrite to "
+            "replace it, or another --out"
+        )
     result = fit(
         model_config,
         train_config,
         device=args.device,
-        checkpoint_path=out / "checkpoint.pt",
+        checkpoint_path=checkpoint,
         resume=args.resume,
+        overwrite=args.overwrite,
         data_root=args.data_root,
     )
     history = result.history
@@ -114,10 +128,13 @@ def train(args: argparse.Namespace) -> int:
         "test": test,
         "history": history.to_dict(),
     }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (out / "metrics.json").write_text(_json(metrics))
     samples = sample_prior(result.model, args.samples, seed=args.seed)  # (n, 784)
     _write_figure(samples, out / "samples.png", f"{name}: decoded z ~ N(0, I)", nrow=8)
-    summary = "no epochs run" if test is None else f"test -ELBO {test['neg_elbo_nats']:.2f} nats"
+    if test is None:
+        summary = f"0 epochs: the untrained model (score it with `{PROG} evaluate`)"
+    else:
+        summary = f"test -ELBO {test['neg_elbo_nats']:.2f} nats per example"
     print(f"{name}: {summary}; wrote checkpoint.pt, metrics.json, samples.png to {out}")
     return 0
 
@@ -126,7 +143,13 @@ def evaluate(args: argparse.Namespace) -> int:
     """Score a checkpoint on the binarized test set: -ELBO, bits/dim, and -L_k with --k."""
     model = load_checkpoint(args.checkpoint, args.device).model
     if not isinstance(model, VAE):
-        raise ValueError(f"evaluate: expected a VAE checkpoint, got kind={model.config.kind!r}")
+        raise ValueError(
+            f"evaluate: expected a VAE checkpoint, got kind={model.config.kind!r}; an autoencoder "
+            "has no ELBO (its samples: `sample`)"
+        )
+    _finite_weights(model, "evaluate")
+    if args.out is not None:
+        ensure_writable(args.out, "--out")
     device = next(model.parameters()).device
     images, _ = load_mnist(
         "test", root=args.data_root, device=device, binarize="static", seed=TEST_SEED
@@ -154,25 +177,51 @@ def evaluate(args: argparse.Namespace) -> int:
             neg_iwae_bound_nats=neg_bound,
             iwae_bits_per_dim=nats_to_bits_per_dim(neg_bound),
         )
-    _write_json(metrics, args.out)
+    bad = [
+        key
+        for key, value in metrics.items()
+        if isinstance(value, float) and not math.isfinite(value)
+    ]
+    if bad:
+        raise CommandFailed(
+            f"evaluate: expected finite scores, got {', '.join(f'{k}={metrics[k]}' for k in bad)}; "
+            "the model's outputs overflow: use an earlier checkpoint or train again"
+        )
+    text = _json(metrics)
+    print(text, end="")
+    if args.out is not None:
+        args.out.write_text(text)
     return 0
 
 
 def sample(args: argparse.Namespace) -> int:
     """Decode z ~ N(0, I) from a checkpoint's model into a PNG grid."""
     model = load_checkpoint(args.checkpoint, args.device).model
+    _finite_weights(model, "sample")
+    ensure_writable(args.out, "--out")
     samples = sample_prior(model, args.n, seed=args.seed)  # (n, 784)
     _write_figure(samples, args.out, f"Samples from {args.checkpoint.parent.name}", args.nrow)
     print(f"wrote {args.n} samples to {args.out}")
     return 0
 
 
-def _positive(text: str) -> int:
-    """An argparse type: an int >= 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {text}")
-    return value
+def _int_at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: an int >= low, with the message of `checks.int_at_least`."""
+
+    def parse(text: str) -> int:
+        try:
+            value: object = int(text)
+        except ValueError:
+            value = text
+        try:
+            return checks.int_at_least("value", value, low)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error).removeprefix("value: ")) from None
+
+    return parse
+
+
+_positive, _natural = _int_at_least(1), _int_at_least(0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -187,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="MNIST folder (default: data/ or $VAE_TUTORIAL_DATA)",
     )
-    shared.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    shared.add_argument("--seed", type=_natural, default=0, help="random seed (default: 0)")
 
     t = commands.add_parser(
         "train", parents=[shared], help="train a model", description=train.__doc__
@@ -215,7 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--train-size", type=int, default=None, help="use the first N training images")
     t.add_argument("--bf16", action="store_true", help="bfloat16 autocast where supported")
     t.add_argument("--compile", action="store_true", help="torch.compile where it works")
-    t.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt")
+    again = t.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt")
+    again.add_argument("--overwrite", action="store_true", help="replace --out/checkpoint.pt")
     t.add_argument("--samples", type=_positive, default=64, help="samples in samples.png")
     t.set_defaults(run=train, parser=t)
 
@@ -240,12 +291,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one subcommand; bad arguments exit with status 2, training failures with 1."""
+    """Run one subcommand; bad arguments exit with status 2, failures with 1."""
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError) as error:
+    except ValueError as error:  # CheckpointError included: a file that is not a checkpoint
         args.parser.error(str(error))
-    except (TrainingDiverged, MNISTUnavailable) as error:
-        print(f"{args.parser.prog}: {' '.join(str(error).split())}", file=sys.stderr)
+    except (TrainingDiverged, MNISTUnavailable, CommandFailed, OSError) as error:
+        print(f"{args.parser.prog}: error: {' '.join(str(error).split())}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(
+            f"{args.parser.prog}: interrupted; any checkpoint written so far is whole",
+            file=sys.stderr,
+        )
+        return 130

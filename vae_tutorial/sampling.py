@@ -3,8 +3,8 @@ r"""Sampling: decoding the prior, reconstructions, interpolations and a 2-D late
 ## Samples and reconstructions
 
 A sample from the model is $z \sim p(z) = \mathcal N(0, I)$ followed by the decoder; we show the
-Bernoulli means $\sigma(f_\theta(z))$, the usual picture, rather than binary draws. A reconstruction
-decodes the encoder's mean $\mu_\phi(x)$, or a draw $z \sim q_\phi(z \mid x)$.
+Bernoulli means $\mathrm{sigmoid}(g_\theta(z))$, the usual picture, rather than binary draws. A
+reconstruction decodes the encoder's mean $\mu_\phi(x)$, or a draw $z \sim q_\phi(z \mid x)$.
 
 ## Interpolation
 
@@ -31,20 +31,23 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from vae_tutorial import checks
 from vae_tutorial.evaluate import encode_dataset
-from vae_tutorial.models import PIXELS, VAE, Autoencoder, reparameterize
+from vae_tutorial.models import PIXELS, VAE, Autoencoder, check_model, reparameterize
 
 
 @torch.no_grad()
 def sample_prior(model: VAE | Autoencoder, n: int, *, seed: int = 0) -> Tensor:
     """Decoded draws z ~ N(0, I) with a seeded generator: pixel means (n, 784) in (0, 1)."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n: expected an int >= 1, got {n!r}")
+    check_model("sample_prior", model, vae=False)
+    n = checks.positive_int("n", n)
+    seed = checks.int_at_least("seed", seed, 0)
     param = next(model.parameters())
     generator = torch.Generator(device=param.device).manual_seed(seed)
     shape = (n, model.config.latent_dim)
     z = torch.randn(shape, generator=generator, device=param.device, dtype=param.dtype)  # (n, D)
-    return model.decode_probs(z)  # $\sigma(f_\theta(z))$, $z \sim \mathcal N(0, I)$, (n, 784)
+    # $\mathrm{sigmoid}(g_\theta(z))$, $z \sim \mathcal N(0, I)$, (n, 784)
+    return model.decode_probs(z)
 
 
 @torch.no_grad()
@@ -52,6 +55,9 @@ def reconstruct(
     model: VAE | Autoencoder, x: Tensor, *, sample: bool = False, seed: int = 0
 ) -> Tensor:
     """Pixel means of decode(mu), or of a seeded z ~ q(z|x) if sample: x (B, 784) -> (B, 784)."""
+    check_model("reconstruct", model, vae=False)
+    checks.flag("sample", sample)
+    seed = checks.int_at_least("seed", seed, 0)
     if not sample:
         return model.decode_probs(encode_dataset(model, x, batch_size=max(1, len(x))))
     if not isinstance(model, VAE):
@@ -61,18 +67,22 @@ def reconstruct(
         )
     mu, logvar = model.encode(x)  # (B, D) each
     generator = torch.Generator(device=mu.device).manual_seed(seed)
-    return model.decode_probs(reparameterize(mu, logvar, generator))  # (B, 784)
+    return model.decode_probs(reparameterize(mu, logvar, generator), check=False)  # (B, 784)
 
 
 def _check_path(fn: str, z0: Tensor, z1: Tensor, steps: int) -> None:
-    """Raise ValueError unless z0, z1 are latent vectors (D,) of one shape and steps >= 2."""
+    """Raise ValueError unless z0, z1 are finite latent vectors (D,) of one shape, steps >= 2."""
+    checks.tensor(f"{fn}: z0", z0, "(D,)")
+    checks.tensor(f"{fn}: z1", z1, "(D,)")
     if z0.ndim != 1 or z0.shape != z1.shape:
         raise ValueError(
             f"{fn}: expected z0 and z1 of the same shape (D,), "
             f"got {tuple(z0.shape)} and {tuple(z1.shape)}"
         )
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
-        raise ValueError(f"{fn}: expected an int steps >= 2, got {steps!r}")
+    for name, z in (("z0", z0), ("z1", z1)):
+        checks.floating(f"{fn}: {name}", z)
+        checks.finite(f"{fn}: {name}", z)
+    checks.int_at_least(f"{fn}: steps", steps, 2, "a path needs both ends")
 
 
 def _times(z0: Tensor, steps: int) -> Tensor:
@@ -107,8 +117,10 @@ def interpolate(
 ) -> Tensor:
     """Decoded path between the latent means of two images (784 pixels each): (steps, 784)."""
     paths = {"lerp": lerp, "slerp": slerp}
-    if method not in paths:
-        raise ValueError(f"method: expected 'lerp' or 'slerp', got {method!r}")
+    checks.one_of("method", method, tuple(paths))
+    check_model("interpolate", model, vae=False)
+    checks.tensor("interpolate: x0", x0, "(784,)")
+    checks.tensor("interpolate: x1", x1, "(784,)")
     if x0.numel() != PIXELS or x1.numel() != PIXELS:
         raise ValueError(
             "interpolate: expected two single images of 784 pixels each, "
@@ -120,10 +132,8 @@ def interpolate(
 
 def latent_grid(n: int, *, eps: float = 0.05) -> Tensor:
     """Points Phi^-1(u), u = linspace(eps, 1 - eps, n), in both axes, row by row: (n*n, 2)."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-        raise ValueError(f"n: expected an int >= 2, got {n!r}")
-    if not 0 < eps < 0.5:
-        raise ValueError(f"eps: expected a probability in (0, 0.5), got {eps!r}")
+    n = checks.int_at_least("n", n, 2, "a grid needs at least 2 points per axis")
+    checks.real("eps", eps, low=0.0, high=0.5, open_low=True, open_high=True)
     q = torch.special.ndtri(torch.linspace(eps, 1 - eps, n))  # $\Phi^{-1}(u)$, (n,)
     z1 = q.repeat(n)  # left to right within a row, (n*n,)
     z2 = q.flip(0).repeat_interleave(n)  # top row first, largest z_2 at the top, (n*n,)
@@ -133,6 +143,7 @@ def latent_grid(n: int, *, eps: float = 0.05) -> Tensor:
 @torch.no_grad()
 def decode_grid(model: VAE | Autoencoder, n: int, *, eps: float = 0.05) -> Tensor:
     """Pixel means at latent_grid(n), for latent_dim == 2: (n*n, 784), row by row."""
+    check_model("decode_grid", model, vae=False)
     if model.config.latent_dim != 2:
         raise ValueError(
             f"decode_grid: expected a model with latent_dim == 2, got {model.config.latent_dim}"

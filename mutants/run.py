@@ -1,0 +1,106 @@
+"""Apply each break in mutants/*.patch to a scratch copy of the repo, run the tests, report.
+
+Usage: python mutants/run.py [PATCH ...]   (no arguments: every mutants/*.patch)
+
+A break is caught when the tests fail under it. The script exits 1 if any break is missed or
+no longer applies, 0 when every break is caught. Each patch may name the test files to run on
+a line `Tests: tests/test_a.py tests/test_b.py` above its diff; without one, all unit tests run.
+The scratch copy is imported instead of the checkout: PYTHONPATH points at it, and the script
+checks where `vae_tutorial` is imported from before running the tests.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PYTHON = ROOT / ".venv" / "bin" / "python"
+SKIP = shutil.ignore_patterns(
+    ".venv", "data", "_build", ".git", "__pycache__", ".pytest_cache", ".ruff_cache", "*.pt"
+)
+PYTEST = ["-m", "pytest", "--ignore=tests/site", "-x", "-q", "-p", "no:cacheprovider"]
+
+
+def tests_named(patch: Path) -> list[str]:
+    """The test files on the patch's `Tests:` line, or the whole tests folder."""
+    match = re.search(r"^Tests:(.*)$", patch.read_text(), flags=re.MULTILINE)
+    return match.group(1).split() if match else ["tests"]
+
+
+def environment(scratch: Path) -> dict[str, str]:
+    """The scratch package first on the path; MNIST from the real data folder."""
+    env = dict(os.environ, PYTHONPATH=str(scratch), PYTHONDONTWRITEBYTECODE="1")
+    env.setdefault("VAE_TUTORIAL_DATA", str(ROOT / "data"))
+    env.pop("CI", None)
+    return env
+
+
+def imported_from(scratch: Path, env: dict[str, str]) -> Path:
+    """Where the scratch interpreter imports vae_tutorial from."""
+    probe = "import vae_tutorial, pathlib; print(pathlib.Path(vae_tutorial.__file__).parent)"
+    out = subprocess.run(
+        [PYTHON, "-c", probe], cwd=scratch, env=env, capture_output=True, text=True, check=True
+    )
+    return Path(out.stdout.strip())
+
+
+def run_one(patch: Path) -> str:
+    """'caught', 'MISSED', or 'DOES NOT APPLY' / 'ERROR ...' for one patch."""
+    with tempfile.TemporaryDirectory(prefix="vae-mutant-") as tmp:
+        scratch = Path(tmp) / "repo"
+        shutil.copytree(ROOT, scratch, ignore=SKIP)
+        applied = subprocess.run(
+            ["patch", "-p1", "--forward", "--batch", "-i", str(patch)],
+            cwd=scratch,
+            capture_output=True,
+            text=True,
+        )
+        if applied.returncode != 0:
+            return "DOES NOT APPLY: " + applied.stdout.strip().replace("\n", " | ")
+        env = environment(scratch)
+        where = imported_from(scratch, env)
+        if where != scratch / "vae_tutorial":
+            return f"ERROR: the tests would import {where}, not the scratch copy"
+        result = subprocess.run(
+            [PYTHON, *PYTEST, *tests_named(patch)],
+            cwd=scratch,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode == 1:
+            failed = [line for line in result.stdout.splitlines() if line.startswith("FAILED")]
+            return "caught" + (f" by {failed[0].removeprefix('FAILED ')}" if failed else "")
+        if result.returncode == 0:
+            return "MISSED"
+        tail = (result.stdout + result.stderr).strip().splitlines()[-3:]
+        return f"ERROR (pytest exit {result.returncode}): " + " | ".join(tail)
+
+
+def main(argv: list[str]) -> int:
+    patches = [Path(a).resolve() for a in argv] or sorted((ROOT / "mutants").glob("*.patch"))
+    if not patches:
+        print("no patches in mutants/", file=sys.stderr)
+        return 1
+    if not PYTHON.exists():
+        print(f"error: expected {PYTHON}; run `make test` once to create .venv", file=sys.stderr)
+        return 1
+    results = {}
+    for patch in patches:
+        start = time.monotonic()
+        results[patch.name] = run_one(patch)
+        print(f"{patch.name}: {results[patch.name]} ({time.monotonic() - start:.0f} s)", flush=True)
+    caught = sum(r.startswith("caught") for r in results.values())
+    print(f"{caught} of {len(results)} breaks caught")
+    return 0 if caught == len(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

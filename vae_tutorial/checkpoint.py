@@ -1,0 +1,257 @@
+"""Checkpoints: one file with the configs, weights, optimizer and RNG states and the history.
+
+`save_checkpoint` writes `.<name>.<pid>.tmp` beside the target and renames it over the target, so a
+reader sees the old checkpoint or the new one, never half of one; a temporary file left by a killed
+writer is removed at the next save. The file gets the user's usual permissions (the umask).
+`load_checkpoint` reads it back with `torch.load(weights_only=True)`: tensors and plain Python
+values only, never code. Every file that is not a checkpoint this package can read raises
+`CheckpointError` (a ValueError) saying what came and what to do.
+
+Each checkpoint carries `version`, the layout of the file. A file without it was written before the
+field existed, in the layout of version 1, and is read as version 1; any other version is refused.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from vae_tutorial.device import pick_device
+from vae_tutorial.models import ModelConfig, build_model
+from vae_tutorial.run import History, TrainConfig
+
+CHECKPOINT_VERSION = (
+    1  # the layout below; bump it when a field is added, renamed or changes meaning
+)
+KEYS = (  # what every version-1 checkpoint holds besides `version`
+    "model_config",
+    "train_config",
+    "model_state",
+    "optimizer_state",
+    "epoch",
+    "rng_state",
+    "history",
+)
+
+
+class CheckpointError(ValueError):
+    """A file that is not a checkpoint this package can read, or one that does not fit a run."""
+
+
+class Checkpoint(NamedTuple):
+    """What `load_checkpoint` returns."""
+
+    model: nn.Module
+    history: History
+    train_config: TrainConfig
+    optimizer_state: dict[str, Any] | None
+    rng_state: dict[str, Tensor] | None
+
+
+def _temporary(path: Path) -> Path:
+    """The temporary file a save writes before renaming it over `path`."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def ensure_writable(path: str | Path, name: str) -> Path:
+    """Create the folder of the file `path` and prove a file can be written there, before any work.
+
+    Removes temporary files left beside `path` by a killed save. Raises ValueError naming `name`
+    (the argument, e.g. "--out") if the folder cannot be created or written, or `path` is a folder.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{name}: expected a file path, got {str(path)!r}, which is a folder")
+    probe = _temporary(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for stray in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+            stray.unlink(missing_ok=True)  # left by a save that was killed mid-write
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666))
+        probe.unlink()
+    except OSError as error:
+        blocker = next((p for p in path.parents if p.exists()), None)
+        why = error.strerror or type(error).__name__
+        if blocker is not None and not blocker.is_dir():
+            why = f"{str(blocker)!r} is a file, not a folder"
+        raise ValueError(
+            f"{name}: expected a path in a folder that can be written, got {str(path)!r} ({why}); "
+            f"pick another {name}"
+        ) from None
+    return path
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    history: History,
+    train_config: TrainConfig,
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    rng_state: dict[str, Tensor] | None = None,
+) -> Path:
+    """Write configs, weights, optimizer and RNG states, history: a temp file, then os.replace."""
+    path = ensure_writable(path, "checkpoint")
+    state = {
+        "version": CHECKPOINT_VERSION,
+        "model_config": asdict(model.config),
+        "train_config": asdict(train_config),
+        "model_state": model.state_dict(),
+        "optimizer_state": None if optimizer is None else optimizer.state_dict(),
+        "epoch": history.epochs_done,
+        "rng_state": rng_state,
+        "history": history.to_dict(),
+    }
+    tmp = _temporary(path)
+    try:
+        # 0o666 less the umask: the user's usual permissions (mkstemp would give 0o600)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)  # a reader sees the old file or the new one, never half of one
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _refuse(got: str, fix: str = "") -> CheckpointError:
+    """The error for a file that is not a checkpoint: what came, and what to pass instead."""
+    fix = fix or "pass a checkpoint.pt written by `python -m vae_tutorial train` or by fit"
+    return CheckpointError(f"checkpoint: expected a vae_tutorial checkpoint, got {got}; {fix}")
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The raw checkpoint dict, tensors on the CPU; CheckpointError for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        what = "a folder" if path.is_dir() else "no such file"
+        raise CheckpointError(f"checkpoint: expected a file, got {str(path)!r} ({what})")
+    if path.stat().st_size == 0:
+        raise _refuse(f"an empty file {str(path)!r}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated, random bytes, not a PyTorch file, pickled objects
+        if "Weights only load failed" in str(error):  # a pickle of classes, not only tensors
+            raise _refuse(f"{str(path)!r}, which holds Python objects, not only tensors") from None
+        reason = " ".join(str(error).split())[:120]
+        raise _refuse(f"{str(path)!r}, which torch.load cannot read ({reason})") from None
+    if isinstance(state, dict) and state and all(isinstance(v, Tensor) for v in state.values()):
+        fix = (
+            "load it with build_model(config).load_state_dict(torch.load(path)), or save_checkpoint"
+        )
+        raise _refuse(f"a bare state_dict of {len(state)} tensors (no configs)", fix)
+    if not isinstance(state, dict):
+        raise _refuse(f"{str(path)!r}, which holds a {type(state).__name__}")
+    version = state.get("version", 1)
+    if version != CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"checkpoint: expected format version {CHECKPOINT_VERSION} (the one this vae_tutorial "
+            f"reads), got version {version!r} in {str(path)!r}; load it with the vae_tutorial "
+            "release that wrote it, or train the model again"
+        )
+    missing = [key for key in KEYS if key not in state]
+    if missing:
+        raise _refuse(f"a dict without {', '.join(missing)}")
+    return state
+
+
+def load_weights(model: nn.Module, weights: dict[str, Tensor], path: str | Path) -> None:
+    """model.load_state_dict(weights), as a CheckpointError naming the first misfit."""
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as error:
+        lines = [line.strip() for line in str(error).splitlines()[1:] if line.strip()]
+        raise CheckpointError(
+            f"checkpoint: expected weights that fit its model_config {asdict(model.config)}, got "
+            f"{lines[0] if lines else error} in {str(path)!r}; the file was altered: train again"
+        ) from None
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device | None = None) -> Checkpoint:
+    """Model (eval mode, on `device`), history, train config, optimizer and RNG states."""
+    device = pick_device(device)
+    state = read_checkpoint(path)
+    try:
+        model = build_model(ModelConfig(**state["model_config"]))
+        history = History.from_dict(state["history"])
+        train_config = TrainConfig(**state["train_config"])
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(
+            f"checkpoint: expected valid configs and history, got {error} in {str(path)!r}"
+        ) from None
+    load_weights(model, state["model_state"], path)
+    return Checkpoint(
+        model.to(device).eval(),
+        history,
+        train_config,
+        state["optimizer_state"],
+        state["rng_state"],
+    )
+
+
+def capture_rng(batches: torch.Generator, device: torch.device) -> dict[str, Tensor]:
+    """Every random stream training draws from: z ~ q(z|x) (torch's), and the batches' generator."""
+    state = {"torch": torch.get_rng_state(), "batches": batches.get_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    if device.type == "mps":
+        state["mps"] = torch.mps.get_rng_state()
+    return state
+
+
+def restore_rng(
+    state: dict[str, Tensor], batches: torch.Generator, device: torch.device, *, seed: int
+) -> None:
+    """Inverse of `capture_rng`. On another device type (the generators differ) `seed` reseeds."""
+    saved_on = "cuda" if "cuda" in state else "mps" if "mps" in state else "cpu"
+    torch.set_rng_state(state["torch"])
+    if saved_on == device.type:
+        batches.set_state(state["batches"])
+        if device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda"], device)
+        if device.type == "mps":
+            torch.mps.set_rng_state(state["mps"])
+        return
+    warnings.warn(
+        f"resuming on {device.type} a run checkpointed on {saved_on}: their random generators "
+        "differ, so shuffling, binarization and z continue from fresh seeds; the run will not "
+        "repeat an uninterrupted one bit for bit",
+        stacklevel=3,
+    )
+    batches.manual_seed(seed)
+    if device.type == "cuda":
+        torch.cuda.manual_seed(seed)
+    if device.type == "mps":
+        torch.mps.manual_seed(seed)
+
+
+def check_resumable(saved: dict[str, Any], model_config: ModelConfig, config: TrainConfig) -> None:
+    """Raise CheckpointError unless the checkpoint's configs match ours (only `epochs` may grow)."""
+    want = {**asdict(model_config), **asdict(config), "epochs": None}
+    got = {**saved["model_config"], **saved["train_config"], "epochs": None}
+    if want != got:
+        diff = {k: (want[k], got.get(k)) for k in want if want[k] != got.get(k)}
+        raise CheckpointError(
+            f"resume: expected a checkpoint with the same configs, got (requested, saved) {diff}; "
+            "resume with the saved configs, or start a new run elsewhere or with overwrite"
+        )
+    if saved["optimizer_state"] is None or saved["rng_state"] is None:
+        raise CheckpointError(
+            "resume: expected a checkpoint written by fit (with optimizer and RNG states), "
+            "got one without them"
+        )
+    if saved["epoch"] > config.epochs:
+        raise CheckpointError(
+            f"resume: expected at most {config.epochs} finished epochs, the checkpoint has "
+            f"{saved['epoch']}"
+        )

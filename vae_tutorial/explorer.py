@@ -1,0 +1,321 @@
+r"""The latent explorer: a 2-D VAE's decoder exported for the browser, and sliders for Jupyter.
+
+## The exported file
+
+`export_decoder` writes the decoder $g_\theta$ of a 2-D MLP VAE, with $D = 2$ and a hidden layer
+of H units,
+
+$$h = \mathrm{relu}(W_1 z + b_1), \qquad \ell = W_2 h + b_2, \qquad
+\hat x = \mathrm{sigmoid}(\ell),$$
+
+to a JavaScript file that assigns one object to `window.VAE_EXPLORER`. The page loads it with a
+`<script>` tag, which works on a site opened from disk (`file://`), where `fetch()` of a side
+file fails. The weights are 16-bit floats, little-endian, row-major, base64-encoded, in the order
+$W_1$ (H, 2), $b_1$ (H,), $W_2$ (784, H), $b_2$ (784,): about 0.84 MB for H = 400. Beside them:
+the codes of some test digits (16-bit floats, (N, 2)) and their labels (uint8, (N,)) for the
+background scatter, and reference images $\mathrm{sigmoid}(g_\theta(z))$ at a few fixed z, computed
+by the model in float32 and stored as uint8 grey levels: a check of the file against the model
+that does not go through the file's own weights.
+
+The bytes depend only on the weights and codes (no time stamp, fixed key order), and the file is
+written only when they differ from what is there, so re-running a chapter leaves it untouched.
+
+## In Jupyter
+
+`LatentExplorer` displays sliders over z (ipywidgets) in Jupyter and Colab, and, in the same output,
+the HTML of the browser explorer, which a static site shows instead of the widget.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from vae_tutorial.models import PIXELS, VAE
+
+FORMAT = "vae-explorer/1"
+MAX_BYTES = 1_000_000  # the site's budget for the exported file
+GLOBAL = "VAE_EXPLORER"  # window.VAE_EXPLORER holds the exported object
+WEIGHTS_FILE = "vae-explorer-weights.js"  # in the site's _static folder, beside the two below
+SCRIPT_FILE = "vae-explorer.js"
+STYLE_FILE = "vae-explorer.css"
+REFERENCE_Z = ((0.0, 0.0), (1.5, -1.0), (-2.0, 2.5), (0.5, 3.0))  # z of the reference images
+LIMIT = 4.0  # the plane spans [-LIMIT, LIMIT] prior standard deviations in each axis
+
+
+def _two_layer_decoder(model: nn.Module) -> tuple[nn.Linear, nn.Linear]:
+    """The two Linear layers of a 2-D MLP VAE's decoder; ValueError for any other model."""
+    if not isinstance(model, VAE):
+        raise ValueError(
+            f"model: expected a VAE (vae_tutorial.models.VAE), got {type(model).__name__}"
+        )
+    config = model.config
+    if config.arch != "mlp" or config.latent_dim != 2:
+        raise ValueError(
+            "model: expected a 2-D MLP VAE (ModelConfig(arch='mlp', latent_dim=2)), "
+            f"got arch={config.arch!r}, latent_dim={config.latent_dim}"
+        )
+    layers = list(model.decoder)
+    kinds = [type(layer) for layer in layers]
+    if kinds != [nn.Linear, nn.ReLU, nn.Linear] or layers[2].out_features != PIXELS:
+        raise ValueError(f"model.decoder: expected Linear(2, H), ReLU, Linear(H, 784), got {kinds}")
+    return layers[0], layers[2]
+
+
+def _float16(name: str, t: Tensor) -> np.ndarray:
+    """A tensor as little-endian float16, refusing values that are not finite in float16."""
+    array = t.detach().to("cpu", torch.float64).numpy()
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name}: expected finite values, got NaN or inf")
+    if np.abs(array).max(initial=0.0) > np.finfo(np.float16).max:
+        raise ValueError(
+            f"{name}: values beyond float16's range (65504): max |value| {np.abs(array).max():.4g}"
+        )
+    return array.astype("<f2")
+
+
+def _b64(array: np.ndarray) -> str:
+    return base64.b64encode(np.ascontiguousarray(array).tobytes()).decode("ascii")
+
+
+def explorer_asset(model: VAE, codes: Tensor, labels: Tensor) -> bytes:
+    """The bytes of the exported file: decoder weights, codes (N, 2) and labels (N,) of digits."""
+    first, second = _two_layer_decoder(model)
+    if not isinstance(codes, Tensor) or codes.ndim != 2 or codes.shape[1] != 2:
+        got = tuple(codes.shape) if isinstance(codes, Tensor) else type(codes).__name__
+        raise ValueError(f"codes: expected a tensor of shape (N, 2), got {got}")
+    if not isinstance(labels, Tensor) or labels.shape != (codes.shape[0],):
+        got = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
+        raise ValueError(f"labels: expected a tensor of shape ({codes.shape[0]},), got {got}")
+    if (
+        labels.is_floating_point()
+        or labels.numel()
+        and not (int(labels.min()) >= 0 and int(labels.max()) <= 9)
+    ):
+        raise ValueError("labels: expected integer digit labels 0..9")
+    weights = [
+        _float16("decoder weight W1", first.weight),  # (H, 2)
+        _float16("decoder bias b1", first.bias),  # (H,)
+        _float16("decoder weight W2", second.weight),  # (784, H)
+        _float16("decoder bias b2", second.bias),  # (784,)
+    ]
+    param = first.weight
+    z = torch.tensor(REFERENCE_Z, dtype=param.dtype, device=param.device)  # (K, 2)
+    with torch.no_grad():
+        probs = model.decode_probs(z).to("cpu", torch.float64).numpy()  # (K, 784) in (0, 1)
+    reference = np.round(probs * 255).astype(np.uint8)  # grey levels, float32 model
+    body = {
+        "format": FORMAT,
+        "layout": "float16 little-endian row-major: W1 (H, 2), b1 (H,), W2 (784, H), b2 (784,)",
+        "latent_dim": 2,
+        "hidden_dim": first.out_features,
+        "pixels": PIXELS,
+        "decoder": _b64(np.concatenate([w.ravel() for w in weights])),
+        "n_codes": codes.shape[0],
+        "codes": _b64(_float16("codes", codes)),  # (N, 2)
+        "labels": _b64(labels.to("cpu", torch.uint8).numpy()),  # (N,)
+        "reference_z": [list(point) for point in REFERENCE_Z],
+        "reference": _b64(reference),  # (K, 784) uint8: round(255 sigmoid(g(z)))
+    }
+    lines = ",\n".join(f"  {json.dumps(key)}: {json.dumps(value)}" for key, value in body.items())
+    text = (
+        "// Written by vae_tutorial.explorer.export_decoder (chapter 6): the decoder of its 2-D\n"
+        "// VAE and the codes of test digits, for book/_static/vae-explorer.js. Do not edit.\n"
+        f"window.{GLOBAL} = {{\n{lines}\n}};\n"
+    )
+    data = text.encode("ascii")
+    if len(data) > MAX_BYTES:
+        raise ValueError(
+            f"explorer asset: {len(data):,} bytes, over the budget of {MAX_BYTES:,} "
+            f"(hidden_dim={first.out_features}, {codes.shape[0]} codes): pass fewer codes"
+        )
+    return data
+
+
+def export_decoder(model: VAE, codes: Tensor, labels: Tensor, path: str | Path) -> bool:
+    """Write explorer_asset(model, codes, labels) to path (a .js file) if it differs from what is
+    there; return whether the file was written."""
+    path = Path(path)
+    if path.suffix != ".js":
+        raise ValueError(f"path: expected a .js file (loaded by a <script> tag), got {path.name!r}")
+    data = explorer_asset(model, codes, labels)
+    if path.exists() and path.read_bytes() == data:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return True
+
+
+def read_explorer_asset(data: bytes | str | Path) -> dict[str, np.ndarray | dict]:
+    """The arrays of an exported file (its bytes or its path): W1, b1, W2, b2 as float32, codes
+    (N, 2), labels (N,), reference_z (K, 2), reference (K, 784) in [0, 1], and the header."""
+    if isinstance(data, (str, Path)):
+        data = Path(data).read_bytes()
+    match = re.search(rb"window\.(\w+) = (\{.*\});\s*$", data, flags=re.S)
+    if not match or match.group(1).decode() != GLOBAL:
+        raise ValueError(f"not an explorer asset: no `window.{GLOBAL} = {{...}};` found")
+    body = json.loads(match.group(2))
+    if body.get("format") != FORMAT:
+        raise ValueError(f"explorer asset: expected format {FORMAT!r}, got {body.get('format')!r}")
+    hidden, pixels = body["hidden_dim"], body["pixels"]
+    flat = np.frombuffer(base64.b64decode(body["decoder"]), dtype="<f2").astype(np.float32)
+    sizes = [hidden * 2, hidden, pixels * hidden, pixels]
+    if flat.size != sum(sizes):
+        raise ValueError(f"explorer asset: {flat.size} weights, expected {sum(sizes)}")
+    w1, b1, w2, b2 = np.split(flat, np.cumsum(sizes)[:-1])
+    codes = np.frombuffer(base64.b64decode(body["codes"]), dtype="<f2").astype(np.float32)
+    reference = np.frombuffer(base64.b64decode(body["reference"]), dtype=np.uint8)
+    return {
+        "W1": w1.reshape(hidden, 2),
+        "b1": b1,
+        "W2": w2.reshape(pixels, hidden),
+        "b2": b2,
+        "codes": codes.reshape(-1, 2),
+        "labels": np.frombuffer(base64.b64decode(body["labels"]), dtype=np.uint8),
+        "reference_z": np.array(body["reference_z"], dtype=np.float32),
+        "reference": reference.reshape(-1, pixels).astype(np.float32) / 255,
+        "header": {
+            k: v for k, v in body.items() if k not in ("decoder", "codes", "labels", "reference")
+        },
+    }
+
+
+def decode_numpy(asset: dict, z: np.ndarray) -> np.ndarray:
+    """sigmoid(W2 relu(W1 z + b1) + b2) from read_explorer_asset's arrays: z (K, 2) -> (K, 784)."""
+    h = np.maximum(z @ asset["W1"].T + asset["b1"], 0)  # $\mathrm{relu}(W_1 z + b_1)$, (K, H)
+    logits = h @ asset["W2"].T + asset["b2"]  # $\ell = W_2 h + b_2$, (K, 784)
+    return 1 / (1 + np.exp(-logits))  # $\mathrm{sigmoid}(\ell)$
+
+
+# ---------------------------------------------------------------- the notebook's view
+
+
+def explorer_html(static: str = "../_static/") -> str:
+    """The browser explorer's HTML: a container, the stylesheet and the two scripts under static."""
+    return (
+        '<div class="vae-explorer" id="vae-explorer">\n'
+        '<p class="vae-explorer-fallback">The interactive latent explorer runs in the browser on'
+        " the book's website; in Jupyter or Colab, the sliders of this cell do the same.</p>\n"
+        "</div>\n"
+        f'<link rel="stylesheet" href="{static}{STYLE_FILE}">\n'
+        f'<script src="{static}{WEIGHTS_FILE}"></script>\n'
+        f'<script src="{static}{SCRIPT_FILE}"></script>\n'
+    )
+
+
+def _png(image: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+class LatentExplorer:
+    """Sliders over z with the decoded digit (Jupyter, Colab), or the browser explorer (the site).
+
+    Displayed, it offers both views in one output: a notebook front end with ipywidgets shows the
+    sliders; the static site, which has no kernel, shows the HTML explorer instead.
+    """
+
+    SIZE = 240  # pixels of the scatter image, and of the decoded digit (28 x 28, enlarged)
+
+    def __init__(self, model: VAE, codes: Tensor, labels: Tensor, static: str = "../_static/"):
+        self.first, self.second = _two_layer_decoder(model)
+        self.model, self.static = model, static
+        self.codes = codes.detach().to("cpu", torch.float32)[:, :2].numpy()  # (N, 2)
+        self.labels = labels.detach().to("cpu").numpy()
+        self._widget = None
+
+    def decode(self, z: tuple[float, float]) -> np.ndarray:
+        """sigmoid(g_theta(z)) at one z, as a (28, 28) array in (0, 1)."""
+        param = self.first.weight
+        with torch.no_grad():
+            z_t = torch.tensor([z], dtype=param.dtype, device=param.device)  # (1, 2)
+            return self.model.decode_probs(z_t).to("cpu", torch.float32).numpy().reshape(28, 28)
+
+    def _scatter(self) -> np.ndarray:
+        """The codes as coloured dots on a white square spanning [-LIMIT, LIMIT]^2: (S, S, 3)."""
+        import matplotlib
+
+        size = self.SIZE
+        image = np.full((size, size, 3), 255, dtype=np.uint8)
+        colours = (np.array(matplotlib.colormaps["tab10"].colors) * 255).astype(np.uint8)
+        cols = np.round((self.codes[:, 0] + LIMIT) / (2 * LIMIT) * (size - 1)).astype(int)
+        rows = np.round((LIMIT - self.codes[:, 1]) / (2 * LIMIT) * (size - 1)).astype(int)
+        inside = (cols >= 0) & (cols < size) & (rows >= 0) & (rows < size)
+        image[rows[inside], cols[inside]] = colours[self.labels[inside] % 10]
+        image[size // 2, :] = image[:, size // 2] = 200  # the axes z_1 = 0 and z_2 = 0
+        return image
+
+    def _views(self, z: tuple[float, float], scatter: np.ndarray) -> tuple[bytes, bytes]:
+        size = self.SIZE
+        plane = scatter.copy()
+        col = int(round((z[0] + LIMIT) / (2 * LIMIT) * (size - 1)))
+        row = int(round((LIMIT - z[1]) / (2 * LIMIT) * (size - 1)))
+        for r in range(row - 6, row + 7):  # a black cross marks z
+            if 0 <= r < size and 0 <= col < size:
+                plane[r, max(col - 1, 0) : col + 2] = 0
+        for c in range(col - 6, col + 7):
+            if 0 <= c < size and 0 <= row < size:
+                plane[max(row - 1, 0) : row + 2, c] = 0
+        digit = np.round(self.decode(z) * 255).astype(np.uint8)
+        digit = np.kron(digit, np.ones((size // 28 + 1, size // 28 + 1), dtype=np.uint8))
+        return _png(plane), _png(digit)
+
+    def widget(self):
+        """The ipywidgets view: sliders for z_1 and z_2, a sample button, plane and digit."""
+        import ipywidgets as widgets
+
+        scatter = self._scatter()
+        sliders = [
+            widgets.FloatSlider(
+                0.0, min=-LIMIT, max=LIMIT, step=0.05, description=name, readout_format=".2f"
+            )
+            for name in ("z₁ (prior sd)", "z₂ (prior sd)")
+        ]
+        for slider in sliders:
+            slider.style.description_width = "initial"
+        button = widgets.Button(description="sample z ~ N(0, I)")
+        plane, digit = (widgets.Image(format="png", width=self.SIZE) for _ in range(2))
+        generator = np.random.default_rng()
+
+        def update(_=None):
+            plane.value, digit.value = self._views((sliders[0].value, sliders[1].value), scatter)
+
+        def sample(_):
+            z = generator.standard_normal(2).clip(-LIMIT, LIMIT)
+            with sliders[0].hold_trait_notifications(), sliders[1].hold_trait_notifications():
+                sliders[0].value, sliders[1].value = float(z[0]), float(z[1])
+
+        for slider in sliders:
+            slider.observe(update, names="value")
+        button.on_click(sample)
+        update()
+        return widgets.VBox([widgets.HBox([plane, digit]), widgets.HBox([*sliders, button])])
+
+    def __repr__(self) -> str:
+        hidden = self.first.out_features
+        return f"LatentExplorer(decoder 2-{hidden}-{PIXELS}, {len(self.codes)} codes)"
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
+        bundle = {"text/plain": repr(self), "text/html": explorer_html(self.static)}
+        try:
+            if self._widget is None:
+                self._widget = self.widget()
+            view = self._widget._repr_mimebundle_()
+        except ImportError:  # no ipywidgets: the HTML explorer alone
+            return bundle
+        if isinstance(view, tuple):
+            view = view[0]
+        widget_view = "application/vnd.jupyter.widget-view+json"
+        if view and widget_view in view:
+            bundle[widget_view] = view[widget_view]
+        return bundle

@@ -107,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
                 if caches[before].is_dir():
                     shutil.copytree(caches[before], root / "models", dirs_exist_ok=True)
             seconds = execute(chapter, root)
-            row = {"chapter": chapter, "mode": "after earlier chapters", "seconds": round(seconds, 1)}
-            result.rows.append(row)
+            mode = "after earlier chapters"
+            result.rows.append({"chapter": chapter, "mode": mode, "seconds": round(seconds, 1)})
             print(f"{chapter:24} warm   {seconds:6.1f} s", flush=True)
     result.complete = True
     print(f"wrote {write_result(result, args.out)}")

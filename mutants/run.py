@@ -1,9 +1,11 @@
 """Apply each break in mutants/*.patch to a scratch copy of the repo, run the tests, report.
 
-Usage: python mutants/run.py [PATCH ...]   (no arguments: every mutants/*.patch)
+Usage: python mutants/run.py [--no-baseline] [PATCH ...]   (no PATCH: every mutants/*.patch)
 
-A break is caught when the tests fail under it. The script exits 1 if any break is missed or
-no longer applies, 0 when every break is caught. Each patch may name the test files to run on
+First the tests the patches name run once on an unpatched scratch copy (the baseline): they must
+pass, or a failure under a patch would prove nothing. Then a break is caught when the tests fail
+under it. The script exits 1 if the baseline fails or any break is missed or no longer applies,
+0 when every break is caught. Each patch may name the test files to run on
 a line `Tests: tests/test_a.py tests/test_b.py` above its diff; without one, all unit tests run.
 The scratch copy is imported instead of the checkout: PYTHONPATH points at it, and the script
 checks where `vae_tutorial` is imported from before running the tests.
@@ -51,25 +53,25 @@ def imported_from(scratch: Path, env: dict[str, str]) -> Path:
     return Path(out.stdout.strip())
 
 
-def run_one(patch: Path) -> str:
-    """'caught', 'MISSED', or 'DOES NOT APPLY' / 'ERROR ...' for one patch."""
+def run_one(patch: Path | None, tests: list[str]) -> str:
+    """'caught', 'MISSED', or 'DOES NOT APPLY' / 'ERROR ...' for one patch (None: no patch)."""
     with tempfile.TemporaryDirectory(prefix="vae-mutant-") as tmp:
         scratch = Path(tmp) / "repo"
         shutil.copytree(ROOT, scratch, ignore=SKIP)
         applied = subprocess.run(
-            ["patch", "-p1", "--forward", "--batch", "-i", str(patch)],
+            ["patch", "-p1", "--forward", "--batch", "-i", str(patch or os.devnull)],
             cwd=scratch,
             capture_output=True,
             text=True,
         )
-        if applied.returncode != 0:
+        if patch is not None and applied.returncode != 0:
             return "DOES NOT APPLY: " + applied.stdout.strip().replace("\n", " | ")
         env = environment(scratch)
         where = imported_from(scratch, env)
         if where != scratch / "vae_tutorial":
             return f"ERROR: the tests would import {where}, not the scratch copy"
         result = subprocess.run(
-            [PYTHON, *PYTEST, *tests_named(patch)],
+            [PYTHON, *PYTEST, *tests],
             cwd=scratch,
             env=env,
             capture_output=True,
@@ -77,7 +79,8 @@ def run_one(patch: Path) -> str:
         )
         if result.returncode == 1:
             failed = [line for line in result.stdout.splitlines() if line.startswith("FAILED")]
-            return "caught" + (f" by {failed[0].removeprefix('FAILED ')}" if failed else "")
+            first = failed[0].removeprefix("FAILED ").split(" - ")[0] if failed else ""
+            return "caught" + (f" by {first[:110]}" if first else "")
         if result.returncode == 0:
             return "MISSED"
         tail = (result.stdout + result.stderr).strip().splitlines()[-3:]
@@ -85,6 +88,8 @@ def run_one(patch: Path) -> str:
 
 
 def main(argv: list[str]) -> int:
+    baseline = "--no-baseline" not in argv
+    argv = [a for a in argv if a != "--no-baseline"]
     patches = [Path(a).resolve() for a in argv] or sorted((ROOT / "mutants").glob("*.patch"))
     if not patches:
         print("no patches in mutants/", file=sys.stderr)
@@ -92,10 +97,21 @@ def main(argv: list[str]) -> int:
     if not PYTHON.exists():
         print(f"error: expected {PYTHON}; run `make test` once to create .venv", file=sys.stderr)
         return 1
+    if baseline:
+        named = {t: None for patch in patches for t in tests_named(patch)}
+        tests = ["tests"] if "tests" in named else list(named)
+        start = time.monotonic()
+        result = run_one(None, tests)
+        passed = result == "MISSED"  # without a patch, the tests must pass
+        elapsed = f"{time.monotonic() - start:.0f} s"
+        print(f"baseline, no patch: {'passed' if passed else result} ({elapsed})", flush=True)
+        if not passed:
+            print("the tests fail without any patch: fix them first", file=sys.stderr)
+            return 1
     results = {}
     for patch in patches:
         start = time.monotonic()
-        results[patch.name] = run_one(patch)
+        results[patch.name] = run_one(patch, tests_named(patch))
         print(f"{patch.name}: {results[patch.name]} ({time.monotonic() - start:.0f} s)", flush=True)
     caught = sum(r.startswith("caught") for r in results.values())
     print(f"{caught} of {len(results)} breaks caught")

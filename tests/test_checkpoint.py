@@ -116,9 +116,12 @@ def broken(kind: str, folder: Path, good: Path) -> Path:
     ("kind", "message"),
     [
         ("empty", r"expected a vae_tutorial checkpoint, got an empty file '.*empty.pt'"),
-        ("truncated", r"got '.*truncated.pt', which torch.load cannot read \("),
-        ("random bytes", r"got '.*random_bytes.pt', which torch.load cannot read \("),
-        ("foreign", r"got '.*foreign.pt', which holds Python objects, not only tensors"),
+        ("truncated", r"got '.*truncated.pt', which torch.load cannot read \(.*\): truncated"),
+        (
+            "random bytes",
+            r"got '.*random_bytes.pt', which torch.load cannot read \(.*\): truncated",
+        ),
+        ("foreign", r"got '.*foreign.pt', which holds Python objects \(.*Foreign\), not only"),
         (
             "bare state_dict",
             r"got a bare state_dict of 10 tensors \(no configs\); load it with build",

@@ -1,16 +1,23 @@
 """The command line: train, evaluate and sample on a tiny run; one-line errors for bad input."""
 
+import argparse
 import json
 import math
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import matplotlib.image
 import pytest
+import torch
 
+from vae_tutorial import cli
 from vae_tutorial.checkpoint import load_checkpoint, save_checkpoint
 from vae_tutorial.cli import main
+from vae_tutorial.data import load_mnist
+from vae_tutorial.evaluate import evaluate_elbo
 from vae_tutorial.models import ModelConfig, build_model
 from vae_tutorial.train import History, TrainConfig
 
@@ -86,6 +93,9 @@ def test_every_subcommand_has_help(command, capsys):
         (["train", "--likelihood", "gauss"], "argument --likelihood: invalid choice: 'gauss'"),
         (["train", "--binarize", "none"], "likelihood='bernoulli' expects binary x"),
         (["train", "--device", "tpu"], "device: expected 'auto', 'cpu', 'cuda'"),
+        (["train", "--seed", "-1"], "argument --seed: expected an int >= 0, got -1"),
+        (["train", "--samples", "0"], "argument --samples: expected an int >= 1, got 0"),
+        (["train", "--samples", "2.5"], "--samples: expected an int >= 1, got '2.5' (a str)"),
         (["evaluate", "missing.pt"], "expected a checkpoint file, got 'missing.pt' (no such file)"),
         (["sample", "missing.pt"], "expected a checkpoint file, got 'missing.pt' (no such file)"),
     ],
@@ -120,3 +130,229 @@ def test_python_dash_m_runs_the_cli_without_a_traceback(tmp_path):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
     assert "error: argument checkpoint: expected a checkpoint file" in result.stderr
+
+
+def fails(argv: list[str], capsys, status: int = 2) -> str:
+    """Run the CLI expecting one line on stderr and the exit status; return that line."""
+    try:
+        code = main(argv)
+    except SystemExit as exit_:
+        code = exit_.code
+    err = capsys.readouterr().err
+    assert code == status, err
+    assert err.count("\n") == 1 and err.startswith("python -m vae_tutorial")
+    assert "Traceback" not in err
+    return err
+
+
+def copy_run(run: Path, folder: Path) -> Path:
+    out = folder / "copy"
+    shutil.copytree(run, out)
+    return out
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """The CLI may not start training: every check must come first."""
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(cli, "fit", forbidden)
+
+
+def broken_checkpoint(kind: str, run: Path, folder: Path) -> Path:
+    path = folder / "broken.pt"
+    good = run / "checkpoint.pt"
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "truncated":
+        path.write_bytes(good.read_bytes()[:1000])
+    elif kind == "random bytes":
+        path.write_bytes(os.urandom(4000))
+    elif kind == "bare state_dict":
+        torch.save(torch.load(good, weights_only=True)["model_state"], path)
+    elif kind == "foreign":
+        torch.save({"args": argparse.Namespace(epochs=1)}, path)
+    elif kind == "config disagrees with weights":
+        state = torch.load(good, weights_only=True)
+        state["model_config"]["hidden_dim"] = 33
+        torch.save(state, path)
+    elif kind == "newer version":
+        state = torch.load(good, weights_only=True)
+        state["version"] = 99
+        torch.save(state, path)
+    return path
+
+
+@pytest.mark.parametrize("command", ["evaluate", "sample"])
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("empty", "expected a vae_tutorial checkpoint, got an empty file"),
+        ("truncated", "which torch.load cannot read (PytorchStreamReader"),
+        ("random bytes", "which torch.load cannot read ("),
+        ("bare state_dict", "got a bare state_dict of 10 tensors (no configs); load it with"),
+        ("foreign", "which holds Python objects (argparse.Namespace), not only tensors"),
+        ("config disagrees with weights", "expected weights that fit its model_config"),
+        ("newer version", "expected format version 1 (the one this vae_tutorial reads), got"),
+    ],
+)
+def test_a_broken_checkpoint_gives_one_line_and_status_2(
+    command, kind, message, run, tmp_path, capsys
+):
+    path = broken_checkpoint(kind, run, tmp_path)
+    err = fails([command, str(path), "--device", "cpu", "--out", str(tmp_path / "o")], capsys)
+    assert message in err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("command", ["evaluate", "sample"])
+def test_non_finite_weights_give_status_1(command, run, tmp_path, capsys):
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    state["model_state"]["decoder.0.weight"][0, 0] = math.nan
+    path = tmp_path / "nan.pt"
+    torch.save(state, path)
+    err = fails([command, str(path), "--out", str(tmp_path / "o")], capsys, status=1)
+    assert f"{command}: expected finite weights, got 1 NaN or infinite values" in err
+    assert "(in decoder.0.weight); the run that wrote this checkpoint diverged" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_non_finite_scores_give_status_1_and_no_json(run, tmp_path, capsys, monkeypatch):
+    def overflowing(model, images, **kwargs):
+        return dict(evaluate_elbo(model, images[:10], **kwargs), neg_elbo=math.inf)
+
+    monkeypatch.setattr(cli, "evaluate_elbo", overflowing)
+    out = tmp_path / "eval.json"
+    err = fails(["evaluate", str(run / "checkpoint.pt"), "--out", str(out)], capsys, status=1)
+    assert "evaluate: expected finite scores, got neg_elbo_nats=inf" in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", *TINY, "--out", "{file}/run"],
+        ["evaluate", "{checkpoint}", "--out", "{file}/eval.json"],
+        ["sample", "{checkpoint}", "--out", "{file}/samples.png"],
+    ],
+)
+def test_an_output_under_a_regular_file_gives_status_2_before_any_work(
+    argv, run, tmp_path, capsys, no_training
+):
+    file = tmp_path / "notes.txt"
+    file.write_text("")
+    argv = [a.format(file=file, checkpoint=run / "checkpoint.pt") for a in argv]
+    err = fails(argv, capsys)
+    assert "--out: expected a path in a folder that can be written, got '" in err
+    assert "notes.txt' is a file, not a folder); pick another --out" in err
+
+
+def test_an_unwritable_out_folder_gives_status_2_before_training(
+    tmp_path, capsys, monkeypatch, no_training
+):
+    real_open = os.open
+
+    def read_only(
+        path, *args, **kwargs
+    ):  # root ignores permission bits: refuse as the kernel would
+        if Path(path).parent == tmp_path / "run":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", read_only)
+    err = fails(["train", *TINY, "--out", str(tmp_path / "run")], capsys)
+    assert "--out: expected a path in a folder that can be written" in err
+    assert "(Permission denied); pick another --out" in err
+
+
+def test_train_into_a_folder_with_a_checkpoint_needs_resume_or_overwrite(
+    run, tmp_path, capsys, no_training
+):
+    out = copy_run(run, tmp_path)
+    before = (out / "checkpoint.pt").read_bytes()
+    err = fails(["train", *TINY, "--out", str(out)], capsys)
+    assert f"--out: expected a folder without a checkpoint, got {str(out)!r}, which holds" in err
+    assert "pass --resume to continue that run (same settings), --overwrite to replace it" in err
+    err = fails(["train", *TINY, "--out", str(out), "--resume", "--overwrite"], capsys)
+    assert "argument --overwrite: not allowed with argument --resume" in err
+    assert (out / "checkpoint.pt").read_bytes() == before
+
+
+def test_resume_continues_and_overwrite_replaces(run, tmp_path, capsys):
+    out = copy_run(run, tmp_path)
+    two = ["--epochs", "2", *TINY[2:]]
+    assert main(["train", *two, "--out", str(out), "--device", "cpu", "--resume"]) == 0
+    assert load_checkpoint(out / "checkpoint.pt", "cpu").history.epochs_done == 2
+    capsys.readouterr()
+    err = fails(["train", *TINY, "--hidden-dim", "33", "--out", str(out), "--resume"], capsys)
+    assert "resume: expected a checkpoint with the same configs" in err
+    assert "'hidden_dim': (33, 32)" in err
+    assert main(["train", *TINY, "--out", str(out), "--overwrite", "--device", "cpu"]) == 0
+    assert load_checkpoint(out / "checkpoint.pt", "cpu").history.epochs_done == 1
+
+
+def test_zero_epochs_writes_the_untrained_model(tmp_path, capsys):
+    out = tmp_path / "untrained"
+    argv = ["train", "--epochs", "0", *TINY[2:], "--out", str(out), "--device", "cpu"]
+    assert main(argv) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "metrics.json", "samples.png"]
+    assert "0 epochs: the untrained model (score it with" in capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test"] is None and metrics["history"]["test_neg_elbo"] == []
+    assert main(["evaluate", str(out / "checkpoint.pt"), "--device", "cpu"]) == 0
+    untrained = json.loads(capsys.readouterr().out)["neg_elbo_nats"]
+    assert untrained > 500  # about 784 ln 2 = 543: every pixel near p = 1/2
+
+
+def test_a_missing_gpu_gives_status_2_before_any_file_is_made(
+    run, tmp_path, capsys, monkeypatch, no_training
+):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.chdir(tmp_path)
+    for argv in (["train", *TINY], ["evaluate", str(run / "checkpoint.pt")]):
+        err = fails([*argv, "--device", "cuda"], capsys)
+        assert "device: expected an available device (cpu" in err
+        assert "got 'cuda'; this machine has no CUDA GPU: pass 'auto'" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_evaluate_draws_z_with_the_given_seed(run, capsys):
+    scores = {}
+    for seed in (0, 1, 1):
+        argv = ["evaluate", str(run / "checkpoint.pt"), "--seed", str(seed), "--device", "cpu"]
+        assert main([*argv, "--k", "3", "--iwae-images", "20"]) == 0
+        printed = json.loads(capsys.readouterr().out)
+        scores.setdefault(seed, []).append(printed)
+    assert scores[1][0] == scores[1][1]  # the same seed, the same numbers
+    assert scores[0][0]["neg_elbo_nats"] != scores[1][0]["neg_elbo_nats"]
+    assert scores[0][0]["neg_iwae_bound_nats"] != scores[1][0]["neg_iwae_bound_nats"]
+    model = load_checkpoint(run / "checkpoint.pt", "cpu").model
+    images, _ = load_mnist("test", binarize="static", seed=0)
+    expected = evaluate_elbo(model, images, seed=1)["neg_elbo"]
+    assert scores[1][0]["neg_elbo_nats"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_a_full_disk_gives_status_1(run, tmp_path, capsys, monkeypatch):
+    def full(self, *args, **kwargs):
+        raise OSError(28, "No space left on device", str(self))
+
+    monkeypatch.setattr(Path, "write_text", full)
+    out = tmp_path / "eval.json"
+    err = fails(["evaluate", str(run / "checkpoint.pt"), "--out", str(out)], capsys, status=1)
+    assert "No space left on device" in err
+
+
+def test_python_dash_m_on_a_broken_checkpoint_prints_no_traceback(tmp_path):
+    path = tmp_path / "broken.pt"
+    path.write_bytes(b"\x00" * 100)
+    result = subprocess.run(
+        [sys.executable, "-m", "vae_tutorial", "evaluate", str(path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
+    assert "which torch.load cannot read" in result.stderr

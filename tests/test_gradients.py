@@ -1,6 +1,7 @@
 """Gradient estimators against analytic gradients of Gaussian expectations known in closed form."""
 
 import math
+import re
 
 import pytest
 import torch
@@ -110,12 +111,36 @@ def test_tensor_parameters_give_one_estimate_per_entry():
         assert_within_stderr(d_sigma, 2 * sigma)
 
 
-def test_bad_inputs_raise_value_errors():
-    with pytest.raises(ValueError, match="sigma > 0"):
-        pathwise_gradient(torch.sin, 0.0, -1.0, 10)
-    with pytest.raises(ValueError, match="n: expected a positive int"):
-        score_function_gradient(torch.sin, 0.0, 1.0, 0)
-    with pytest.raises(ValueError, match="one shape"):
-        pathwise_gradient(torch.sin, torch.zeros(2), torch.ones(3), 10)
-    with pytest.raises(ValueError, match="elementwise"):
-        score_function_gradient(lambda z: z.sum(), 0.0, 1.0, 10)
+@pytest.mark.parametrize("estimator", [pathwise_gradient, score_function_gradient])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            (torch.sin, 0.0, -1.0, 10),
+            "sigma: expected standard deviations > 0, got min -1; pass sigma, not log sigma^2",
+        ),
+        ((torch.sin, math.nan, 1.0, 10), "mu: expected finite values, got 1 non-finite"),
+        ((torch.sin, 0.0, math.inf, 10), "sigma: expected finite values, got 1 non-finite"),
+        ((torch.sin, 0.0, 1.0, 0), "n: expected an int >= 1, got 0; n is the number of samples"),
+        ((torch.sin, 0.0, 1.0, True), "n: expected an int >= 1, got True (a bool)"),
+        ((torch.sin, 0.0, 1.0, 1e3), "n: expected an int >= 1, got 1000.0 (a float)"),
+        (
+            (torch.sin, torch.zeros(2), torch.ones(3), 10),
+            "mu, sigma: expected floats or float tensors of one shape, got (2,)",
+        ),
+        (
+            (lambda z: z.sum(), 0.0, 1.0, 10),
+            "f: expected an elementwise function returning (10,), got ()",
+        ),
+        (("sin", 0.0, 1.0, 10), "f: expected a function of z such as torch.sin, got 'sin'"),
+    ],
+)
+def test_bad_inputs_name_expected_and_got(estimator, args, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        estimator(*args)
+
+
+def test_baseline_must_be_a_finite_number():
+    message = "baseline: expected a finite number in (-inf, inf), got nan (a float)"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        score_function_gradient(torch.sin, 0.0, 1.0, 10, baseline=math.nan)

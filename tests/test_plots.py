@@ -1,13 +1,14 @@
 """Figures: the right axes and images, pixel data equal to make_grid's, a white opaque page."""
 
 import io
+import math
+import re
 
 import matplotlib.image
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
-from torchvision.utils import make_grid
 
 from vae_tutorial.models import ModelConfig, build_model
 from vae_tutorial.plots import (
@@ -33,9 +34,15 @@ def close_figures():
 
 
 def reference_grid(images: torch.Tensor, nrow: int, padding: int = 2) -> np.ndarray:
-    """torchvision's grid of (N, 784) images, first channel."""
-    grid = make_grid(images.reshape(-1, 1, 28, 28), nrow=nrow, padding=padding, pad_value=0.5)
-    return grid[0].numpy()
+    """The grid built by hand: digit i at row i // nrow, column i % nrow, grey 0.5 between."""
+    digits = images.reshape(-1, 28, 28).numpy()
+    rows, cols = -(-len(digits) // nrow), min(nrow, len(digits))
+    step = 28 + padding
+    grid = np.full((rows * step + padding, cols * step + padding), 0.5, dtype=np.float32)
+    for i, digit in enumerate(digits):
+        top, left = padding + (i // nrow) * step, padding + (i % nrow) * step
+        grid[top : top + 28, left : left + 28] = digit
+    return grid
 
 
 def rendered_corner(fig) -> np.ndarray:
@@ -86,14 +93,42 @@ def test_show_images_accepts_image_shapes_and_an_existing_axes():
 @pytest.mark.parametrize(
     ("images", "message"),
     [
-        (torch.rand(4, 100), r"expected a tensor \(N, 784\) or \(N, 1, 28, 28\), got \(4, 100\)"),
-        (np.zeros((4, 784)), r"expected a tensor .* got ndarray"),
-        (torch.full((2, 784), 255.0), r"expected pixel values in \[0, 1\], got min 255, max 255"),
+        (
+            torch.rand(4, 100),
+            "images: expected a tensor (N, 784) or (N, 1, 28, 28) with N >= 1, got (4, 100)",
+        ),
+        (
+            torch.rand(0, 784),
+            "images: expected a tensor (N, 784) or (N, 1, 28, 28) with N >= 1, got (0, 784)",
+        ),
+        (
+            np.zeros((4, 784)),
+            "images: expected a torch.Tensor (N, 784) or (N, 1, 28, 28), "
+            "got a ndarray of shape (4, 784) and dtype float64; convert it with torch.as_tensor",
+        ),
+        (
+            torch.full((2, 784), 255.0),
+            "images (pixel values): expected values in [0, 1], got min 255, max 255",
+        ),
+        (
+            torch.full((2, 784), math.nan),
+            "images (pixel values): expected finite values, got 1568 non-finite (first: nan)",
+        ),
+        (
+            torch.zeros(2, 784, dtype=torch.uint8),
+            "images: expected a floating-point tensor, got dtype torch.uint8; "
+            "convert uint8 images with x.float() / 255",
+        ),
     ],
 )
 def test_show_images_rejects_bad_input(images, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=re.escape(message)):
         show_images(images)
+
+
+def test_show_images_rejects_a_bad_nrow():
+    with pytest.raises(ValueError, match=re.escape("nrow: expected an int >= 1, got 0")):
+        show_images(torch.rand(4, 784), nrow=0)
 
 
 def test_plot_history_puts_reconstruction_kl_and_elbo_on_separate_axes():
@@ -114,6 +149,9 @@ def test_plot_history_puts_reconstruction_kl_and_elbo_on_separate_axes():
 def test_plot_history_of_no_epochs_is_refused():
     with pytest.raises(ValueError, match="expected a history with at least 1 epoch, got 0"):
         plot_history(History())
+    message = "plot_history: expected a History, got {} (a dict); pass fit(...).history"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        plot_history({})
 
 
 def test_latent_scatter_colours_each_code_by_its_digit():
@@ -135,6 +173,11 @@ def test_latent_scatter_colours_each_code_by_its_digit():
     [
         (torch.randn(5, 3), torch.zeros(5), r"z: expected shape \(N, 2\), got \(5, 3\)"),
         (torch.randn(5, 2), torch.zeros(4), r"labels: expected shape \(5,\), got \(4,\)"),
+        (
+            torch.tensor([[0.0, math.nan]]),
+            torch.zeros(1),
+            r"z: expected finite values, got 1 non-finite \(first: nan\); a NaN code would be",
+        ),
     ],
 )
 def test_latent_scatter_rejects_bad_shapes(z, labels, message):

@@ -30,22 +30,53 @@ def images() -> torch.Tensor:
     return torch.bernoulli(torch.full((4, 784), 0.3), generator=torch.Generator().manual_seed(0))
 
 
-def test_sample_prior_decodes_seeded_standard_normal_draws(vae):
-    probs = sample_prior(vae, 6, seed=3)
-    z = torch.randn((6, 2), generator=torch.Generator().manual_seed(3))
-    torch.testing.assert_close(probs, torch.sigmoid(vae.decode(z)).detach())
-    assert probs.shape == (6, 784) and not probs.requires_grad
+@pytest.fixture(scope="module")
+def reads_z() -> VAE:
+    """A float64 VAE whose decoder copies z into the first two logits, and whose q(z|x) is
+    N((1, -2), 0.5^2 I) for every x: logit(pixel means[:, :2]) shows the z that was decoded."""
+    model = VAE(ModelConfig(latent_dim=2, hidden_dim=16)).double()
+    first, _, second = model.decoder
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        # hidden units relu(z1), relu(-z1), relu(z2), relu(-z2); logit i = relu(z) - relu(-z) = z
+        first.weight[:4] = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
+        second.weight[:2, :4] = torch.tensor([[1.0, -1.0, 0.0, 0.0], [0.0, 0.0, 1.0, -1.0]])
+        model.to_mu.bias.copy_(torch.tensor([1.0, -2.0]))
+        model.to_logvar.bias.fill_(math.log(0.25))
+    return model
+
+
+def decoded_z(probs: torch.Tensor) -> torch.Tensor:
+    """The z that `reads_z` decoded into these pixel means: (N, 2)."""
+    return torch.logit(probs[:, :2])
+
+
+def assert_gaussian(z: torch.Tensor, mean: list[float], std: float) -> None:
+    """Sample mean, variance and correlation within 4 standard errors of N(mean, std^2 I)."""
+    n = len(z)
+    assert torch.all((z.mean(0) - torch.tensor(mean, dtype=z.dtype)).abs() < 4 * std / n**0.5)
+    assert torch.all((z.var(0) - std**2).abs() < 4 * std**2 * math.sqrt(2 / (n - 1)))
+    assert abs(torch.corrcoef(z.T)[0, 1]) < 4 / n**0.5
+
+
+def test_sample_prior_decodes_seeded_draws_from_the_prior(reads_z):
+    probs = sample_prior(reads_z, 4000, seed=3)
+    assert probs.shape == (4000, 784) and not probs.requires_grad
     assert torch.all((probs > 0) & (probs < 1))
-    assert not torch.equal(sample_prior(vae, 6, seed=4), probs)
+    assert_gaussian(decoded_z(probs), [0.0, 0.0], 1.0)  # z ~ N(0, I)
+    assert torch.equal(sample_prior(reads_z, 4000, seed=3), probs)  # seeded
+    assert not torch.equal(sample_prior(reads_z, 4000, seed=4), probs)
 
 
-def test_reconstruct_decodes_the_mean_or_a_seeded_draw(vae, images):
-    mu, logvar = vae.encode(images)
-    torch.testing.assert_close(reconstruct(vae, images), torch.sigmoid(vae.decode(mu)).detach())
-    eps = torch.randn((4, 2), generator=torch.Generator().manual_seed(5))
-    z = mu + torch.exp(0.5 * logvar) * eps
-    expected = torch.sigmoid(vae.decode(z)).detach()
-    torch.testing.assert_close(reconstruct(vae, images, sample=True, seed=5), expected)
+def test_reconstruct_decodes_the_mean_or_a_seeded_draw_from_q(reads_z, images):
+    x = images.double().repeat(1000, 1)  # (4000, 784)
+    at_mean = decoded_z(reconstruct(reads_z, x[:4]))
+    torch.testing.assert_close(at_mean, torch.tensor([[1.0, -2.0]] * 4, dtype=torch.float64))
+    drawn = reconstruct(reads_z, x, sample=True, seed=5)
+    assert_gaussian(decoded_z(drawn), [1.0, -2.0], 0.5)  # z ~ q(z|x) = N(mu, sigma^2)
+    assert torch.equal(reconstruct(reads_z, x, sample=True, seed=5), drawn)
+    assert not torch.equal(reconstruct(reads_z, x, sample=True, seed=6), drawn)
 
 
 def test_reconstruct_with_an_autoencoder(images):
@@ -114,16 +145,26 @@ def test_latent_grid_uses_the_gaussian_inverse_cdf():
     torch.testing.assert_close(latent_grid(7)[:7, 0], torch.tensor(reference))
 
 
-def test_decode_grid_decodes_the_grid_row_by_row(vae):
-    probs = decode_grid(vae, 4)
-    torch.testing.assert_close(probs, torch.sigmoid(vae.decode(latent_grid(4))).detach())
+def test_decode_grid_decodes_the_grid_row_by_row(reads_z):
+    probs = decode_grid(reads_z, 4)
     assert probs.shape == (16, 784)
+    torch.testing.assert_close(decoded_z(probs), latent_grid(4).double())
 
 
 @pytest.mark.parametrize(
     ("call", "message"),
     [
         (lambda: sample_prior(VAE(), 0), "n: expected an int >= 1, got 0"),
+        (lambda: sample_prior(VAE(), True), "n: expected an int >= 1, got True (a bool)"),
+        (lambda: sample_prior(VAE(), 4, seed=-1), "seed: expected an int >= 0, got -1"),
+        (
+            lambda: sample_prior(VAE().state_dict(), 4),
+            "sample_prior: expected a VAE or an Autoencoder, got OrderedDict(",
+        ),
+        (
+            lambda: reconstruct(VAE(), torch.zeros(2, 784), sample="yes"),
+            "sample: expected True or False, got 'yes' (a str)",
+        ),
         (
             lambda: lerp(torch.zeros(3), torch.zeros(4), 5),
             "lerp: expected z0 and z1 of the same shape (D,), got (3,) and (4,)",
@@ -132,14 +173,33 @@ def test_decode_grid_decodes_the_grid_row_by_row(vae):
             lambda: slerp(torch.zeros(1, 3), torch.zeros(1, 3), 5),
             "slerp: expected z0 and z1 of the same shape (D,), got (1, 3) and (1, 3)",
         ),
-        (lambda: lerp(torch.ones(3), torch.ones(3), 1), "lerp: expected an int steps >= 2, got 1"),
+        (
+            lambda: lerp(torch.ones(3), torch.ones(3), 1),
+            "lerp: steps: expected an int >= 2, got 1; a path needs both ends",
+        ),
+        (
+            lambda: slerp(torch.ones(3), torch.ones(3), 4.0),
+            "slerp: steps: expected an int >= 2, got 4.0 (a float)",
+        ),
+        (
+            lambda: lerp(torch.tensor([0.0, math.nan]), torch.ones(2), 3),
+            "lerp: z0: expected finite values, got 1 non-finite (first: nan)",
+        ),
+        (
+            lambda: slerp(torch.ones(2), torch.tensor([1, 2]), 3),
+            "slerp: z1: expected a floating-point tensor, got dtype torch.int64",
+        ),
+        (
+            lambda: lerp([0.0, 1.0], torch.ones(2), 3),
+            "lerp: z0: expected a torch.Tensor (D,), got [0.0, 1.0] (a list)",
+        ),
         (
             lambda: slerp(torch.zeros(3), torch.ones(3), 4),
             "slerp: expected nonzero z0 and z1, got a zero vector",
         ),
         (
             lambda: interpolate(VAE(), torch.zeros(784), torch.zeros(784), method="cubic"),
-            "method: expected 'lerp' or 'slerp', got 'cubic'",
+            "method: expected one of ('lerp', 'slerp'), got 'cubic'",
         ),
         (
             lambda: interpolate(VAE(), torch.zeros(2, 784), torch.zeros(2, 784)),
@@ -147,8 +207,12 @@ def test_decode_grid_decodes_the_grid_row_by_row(vae):
             "got shapes (2, 784) and (2, 784)",
         ),
         (lambda: latent_grid(1), "n: expected an int >= 2, got 1"),
-        (lambda: latent_grid(5, eps=0.5), "eps: expected a probability in (0, 0.5), got 0.5"),
-        (lambda: latent_grid(5, eps=0.0), "eps: expected a probability in (0, 0.5), got 0.0"),
+        (lambda: latent_grid(5, eps=0.5), "eps: expected a finite number in (0, 0.5), got 0.5"),
+        (lambda: latent_grid(5, eps=0.0), "eps: expected a finite number in (0, 0.5), got 0.0"),
+        (
+            lambda: interpolate(VAE(), torch.zeros(784).tolist(), torch.zeros(784)),
+            "interpolate: x0: expected a torch.Tensor (784,), got [0.0",
+        ),
         (
             lambda: decode_grid(VAE(), 5),
             "decode_grid: expected a model with latent_dim == 2, got 20",

@@ -1,6 +1,5 @@
-"""fit, checkpoints, resume, divergence, the model cache and the input checks of train.py."""
+"""fit: what it computes, its configs, bf16, binarization, warm-up, resume and divergence."""
 
-import hashlib
 import json
 import math
 import shutil
@@ -9,15 +8,20 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.nn.functional import binary_cross_entropy_with_logits
+from torch.nn.modules.module import register_module_forward_hook
 
-from vae_tutorial import cache, train
-from vae_tutorial.cache import config_key, trained_model
-from vae_tutorial.checkpoint import load_checkpoint, save_checkpoint
+from vae_tutorial import train
+from vae_tutorial.checkpoint import (
+    CHECKPOINT_VERSION,
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+)
 from vae_tutorial.data import Batches, load_mnist
-from vae_tutorial.device import pick_device
 from vae_tutorial.elbo import elbo_terms
 from vae_tutorial.evaluate import evaluate_elbo
-from vae_tutorial.models import ModelConfig, build_model
+from vae_tutorial.models import VAE, Autoencoder, ModelConfig, build_model
 from vae_tutorial.train import History, TrainConfig, TrainingDiverged, fit
 
 SMALL = ModelConfig(latent_dim=8, hidden_dim=64)
@@ -76,31 +80,7 @@ def copy_of(path: Path, folder: Path, name: str = "run.pt") -> Path:
     return copy
 
 
-# --- devices and configs ---------------------------------------------------------------------
-
-
-def test_pick_device_prefers_cuda_then_mps_then_cpu():
-    expected = (
-        "cuda"
-        if torch.cuda.is_available()
-        else "mps"
-        if torch.backends.mps.is_available()
-        else "cpu"
-    )
-    assert pick_device().type == expected
-    assert pick_device("cpu") == torch.device("cpu")
-
-
-@pytest.mark.parametrize("bad", ["tpu", "gpu0", 3.5])
-def test_unknown_device_names_expected_and_got(bad):
-    with pytest.raises(ValueError, match=rf"expected 'auto', 'cpu', 'cuda'.*got {bad!r}"):
-        pick_device(bad)
-
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
-def test_unavailable_device_is_refused():
-    with pytest.raises(ValueError, match=r"expected an available device \(cpu.*got 'cuda'"):
-        pick_device("cuda")
+# --- configs ---------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -110,8 +90,9 @@ def test_unavailable_device_is_refused():
         ({"epochs": 1.5}, r"TrainConfig.epochs: expected an int >= 0, got 1.5"),
         ({"batch_size": 0}, r"TrainConfig.batch_size: expected an int >= 1, got 0"),
         ({"train_size": 0}, r"TrainConfig.train_size: expected an int >= 1, got 0"),
-        ({"lr": 0.0}, r"TrainConfig.lr: expected a finite number > 0, got 0.0"),
-        ({"beta": math.nan}, r"TrainConfig.beta: expected a finite number >= 0, got nan"),
+        ({"epochs": True}, r"TrainConfig.epochs: expected an int >= 0, got True \(a bool\)"),
+        ({"lr": 0.0}, r"TrainConfig.lr: expected a finite number in \(0, inf\), got 0.0"),
+        ({"beta": math.nan}, r"TrainConfig.beta: expected a finite number in \[0, inf\), got nan"),
         ({"binarize": "static"}, r"binarize: expected one of \('none', 'dynamic'\), got 'static'"),
         ({"likelihood": "gauss"}, r"likelihood: expected one of .*'bernoulli'.*got 'gauss'"),
         ({"binarize": "none"}, r"likelihood='bernoulli' expects binary x, got binarize='none'"),
@@ -184,18 +165,61 @@ def test_train_losses_are_per_example_means_over_the_epoch():
     assert result.history.train_kl[0] == pytest.approx(kl, rel=1e-5)
 
 
-def test_autoencoder_trains_with_zero_kl():
+def test_autoencoder_test_loss_is_the_bce_of_its_reconstructions():
     config = ModelConfig(kind="ae", latent_dim=8, hidden_dim=64)
-    history = fit(config, TINY, device=CPU, progress=False).history
+    result = fit(config, TINY, device=CPU, progress=False)
+    history = result.history
     assert history.train_kl == history.test_kl == [0.0]
     assert history.test_neg_elbo == history.test_reconstruction
-    assert 0 < history.test_reconstruction[0] < 544
+    # An independent reference: torch's BCE on the logits, summed over pixels, mean over images.
+    x, _ = load_mnist("test", binarize="static", seed=train.TEST_SEED)
+    with torch.no_grad():
+        bce = binary_cross_entropy_with_logits(result.model(x), x, reduction="sum") / len(x)
+    assert history.test_reconstruction[0] == pytest.approx(bce.item(), rel=1e-5)
 
 
-def test_bf16_autocast_trains_to_finite_losses_close_to_float32(one_epoch):
-    bf16 = fit(SMALL, replace(TINY, bf16=True), device=CPU, progress=False).history
-    fp32 = one_epoch[0].history
-    assert bf16.test_neg_elbo[0] == pytest.approx(fp32.test_neg_elbo[0], rel=0.05)
+def forward_dtypes_and_inputs(config: TrainConfig, model_config: ModelConfig = SMALL):
+    """Train one run, recording every Linear output dtype and every training-step input x."""
+    dtypes, inputs = set(), []
+
+    def record(module, args, output):
+        if isinstance(module, torch.nn.Linear):
+            dtypes.add(output.dtype)
+        if module.training and isinstance(module, (VAE, Autoencoder)):
+            inputs.append(args[0])
+
+    with register_module_forward_hook(record):
+        result = fit(model_config, config, device=CPU, progress=False)
+    return result, dtypes, inputs
+
+
+def test_bf16_autocast_is_active_in_the_training_forward_pass():
+    bf16, dtypes, _ = forward_dtypes_and_inputs(replace(TINY, bf16=True, train_size=256))
+    assert torch.bfloat16 in dtypes  # the Linear layers really ran in bfloat16
+    assert math.isfinite(bf16.history.test_neg_elbo[0]) and bf16.history.test_neg_elbo[0] < 544
+    _, dtypes, _ = forward_dtypes_and_inputs(replace(TINY, train_size=256))
+    assert dtypes == {torch.float32}
+
+
+@pytest.mark.parametrize("binarize", ["dynamic", "none"])
+def test_fit_trains_on_the_binarization_it_is_given(binarize):
+    likelihood = "bernoulli" if binarize == "dynamic" else "continuous_bce"
+    config = replace(TINY, binarize=binarize, likelihood=likelihood, train_size=256)
+    _, _, inputs = forward_dtypes_and_inputs(config)
+    x = torch.cat(inputs)  # (2 steps * 128, 784): every training input of the epoch
+    grey = ((x > 0) & (x < 1)).float().mean().item()
+    assert grey == 0 if binarize == "dynamic" else grey > 0.05  # MNIST: ~10% grey pixels
+
+
+@pytest.mark.parametrize("warmup_epochs", [2, 4])
+def test_kl_warmup_weighs_the_first_epoch_with_beta_over_warmup_epochs(warmup_epochs):
+    """Epoch 1 of a warm-up trains with beta / warmup_epochs: the weights of that fixed beta."""
+    config = replace(TINY, train_size=256, beta=1.0)
+    warm = fit(SMALL, replace(config, warmup_epochs=warmup_epochs), device=CPU, progress=False)
+    fixed = fit(SMALL, replace(config, beta=1.0 / warmup_epochs), device=CPU, progress=False)
+    assert same_weights(warm.model, fixed.model)
+    plain = fit(SMALL, config, device=CPU, progress=False)
+    assert not same_weights(warm.model, plain.model)
 
 
 def test_compile_falls_back_to_eager_with_one_warning(one_epoch, monkeypatch):
@@ -208,12 +232,23 @@ def test_compile_falls_back_to_eager_with_one_warning(one_epoch, monkeypatch):
     assert same_weights(compiled.model, one_epoch[0].model)
 
 
-def test_zero_epochs_returns_the_initial_model_without_loading_data(monkeypatch):
+def test_zero_epochs_returns_and_saves_the_initial_model_without_loading_data(
+    monkeypatch, tmp_path
+):
     monkeypatch.setattr(train, "load_mnist", None)  # any data access would fail
-    result = fit(SMALL, replace(TINY, epochs=0), device=CPU)
+    path = tmp_path / "run.pt"
+    result = fit(SMALL, replace(TINY, epochs=0), device=CPU, checkpoint_path=path)
     torch.manual_seed(TINY.seed)
     assert same_weights(result.model, build_model(SMALL))
     assert result.history.epochs_done == 0
+    assert same_weights(load_checkpoint(path, CPU).model, result.model)
+
+
+def test_a_run_resumed_from_its_zero_epoch_checkpoint_is_the_uninterrupted_run(one_epoch, tmp_path):
+    path = tmp_path / "run.pt"
+    fit(SMALL, replace(TINY, epochs=0), device=CPU, checkpoint_path=path)
+    resumed = fit(SMALL, TINY, device=CPU, checkpoint_path=path, resume=True, progress=False)
+    assert same_weights(resumed.model, one_epoch[0].model)
 
 
 def test_captured_progress_writes_at_most_two_updates(capsys):
@@ -253,49 +288,26 @@ def test_fit_checkpoint_holds_configs_optimizer_and_rng_states(one_epoch):
         "epoch",
         "rng_state",
         "history",
+        "version",
     }
+    assert raw["version"] == CHECKPOINT_VERSION
     assert raw["model_config"] == asdict(SMALL) and raw["train_config"] == asdict(TINY)
     assert raw["epoch"] == 1 and raw["history"] == one_epoch[0].history.to_dict()
     assert set(raw["rng_state"]) == {"torch", "batches"}
     assert len(raw["optimizer_state"]["state"]) == len(list(one_epoch[0].model.parameters()))
 
 
-def test_checkpoint_round_trip(one_epoch, tmp_path):
-    model, history = one_epoch[0].model, one_epoch[0].history
-    path = tmp_path / "sub" / "model.pt"
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.5)
-    rng = {"torch": torch.get_rng_state()}
-    save_checkpoint(path, model, history, TINY, optimizer=optimizer, rng_state=rng)
-    assert [p.name for p in path.parent.iterdir()] == ["model.pt"]  # no temporary file left
-    loaded = load_checkpoint(path, CPU)
-    assert same_weights(loaded.model, model)
-    assert loaded.model.config == SMALL and not loaded.model.training
-    assert loaded.history == history and loaded.train_config == TINY
-    assert loaded.optimizer_state["param_groups"][0]["lr"] == 0.5
-    assert torch.equal(loaded.rng_state["torch"], rng["torch"])
-
-
-def test_a_failed_write_leaves_the_old_checkpoint_and_no_temporary_file(tmp_path, monkeypatch):
-    path = tmp_path / "model.pt"
-    model = build_model(SMALL)
-    save_checkpoint(path, model, History(), TINY)
-    before = path.read_bytes()
-
-    def crash(obj, f):
-        f.write(b"half a checkpoint")
-        raise OSError("disk full")
-
-    monkeypatch.setattr(torch, "save", crash)
-    with pytest.raises(OSError, match="disk full"):
-        save_checkpoint(path, model, History(), replace(TINY, epochs=5))
-    assert path.read_bytes() == before
-    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
-
-
 def test_resume_with_other_configs_names_the_difference(one_epoch, tmp_path):
     path = copy_of(one_epoch[1], tmp_path)
     with pytest.raises(ValueError, match=r"got \(requested, saved\) \{'lr': \(0.01, 0.001\)\}"):
         fit(SMALL, replace(TINY, lr=0.01), device=CPU, checkpoint_path=path, resume=True)
+    other_model = replace(SMALL, arch="conv")
+    with pytest.raises(
+        CheckpointError, match=r"\(requested, saved\) \{'arch': \('conv', 'mlp'\)\}"
+    ):
+        fit(other_model, TINY, device=CPU, checkpoint_path=path, resume=True)
+    with pytest.raises(CheckpointError, match=r"\{'latent_dim': \(9, 8\)\}; resume with the saved"):
+        fit(replace(SMALL, latent_dim=9), TINY, device=CPU, checkpoint_path=path, resume=True)
     with pytest.raises(ValueError, match=r"expected at most 0 finished epochs, .* has 1"):
         fit(SMALL, replace(TINY, epochs=0), device=CPU, checkpoint_path=path, resume=True)
     bare = load_checkpoint(path, CPU)
@@ -306,9 +318,44 @@ def test_resume_with_other_configs_names_the_difference(one_epoch, tmp_path):
         fit(SMALL, replace(TINY, epochs=2), device=CPU, checkpoint_path=path, resume=True)
 
 
-def test_missing_checkpoint_names_the_path(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"expected a file, got '.*nope.pt' \(no such"):
-        load_checkpoint(tmp_path / "nope.pt")
+def test_an_existing_checkpoint_is_refused_without_resume_or_overwrite(one_epoch, tmp_path):
+    path = copy_of(one_epoch[1], tmp_path)
+    before = path.read_bytes()
+    with pytest.raises(CheckpointError) as error:
+        fit(SMALL, TINY, device=CPU, checkpoint_path=path)
+    assert "checkpoint_path: expected a path without a checkpoint, got '" in str(error.value)
+    assert "pass resume=True to continue it, overwrite=True to replace it" in str(error.value)
+    assert path.read_bytes() == before
+    with pytest.raises(ValueError, match=r"expected resume=True or overwrite=True, got both"):
+        fit(SMALL, TINY, device=CPU, checkpoint_path=path, resume=True, overwrite=True)
+    fit(SMALL, replace(TINY, epochs=0), device=CPU, checkpoint_path=path, overwrite=True)
+    assert load_checkpoint(path, CPU).history.epochs_done == 0
+
+
+def test_an_unwritable_checkpoint_path_is_refused_before_training(tmp_path, monkeypatch):
+    monkeypatch.setattr(train, "load_mnist", None)  # training would need the data
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match=r"checkpoint_path: .* is a file, not a folder\)"):
+        fit(SMALL, TINY, device=CPU, checkpoint_path=tmp_path / "file" / "run.pt")
+
+
+def test_a_broken_checkpoint_to_resume_names_the_file(tmp_path):
+    path = tmp_path / "run.pt"
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match=r"got '.*run.pt', which torch.load cannot read"):
+        fit(SMALL, TINY, device=CPU, checkpoint_path=path, resume=True)
+
+
+def test_resume_on_another_device_type_continues_with_a_warning(one_epoch, tmp_path):
+    path = copy_of(one_epoch[1], tmp_path)
+    state = torch.load(path, weights_only=True)
+    state["rng_state"]["cuda"] = torch.zeros(16, dtype=torch.uint8)  # as saved on a GPU
+    state["rng_state"]["batches"] = torch.zeros(16, dtype=torch.uint8)  # Philox, not Mersenne
+    torch.save(state, path)
+    with pytest.warns(UserWarning, match=r"resuming on cpu a run checkpointed on cuda"):
+        resumed = fit(SMALL, replace(TINY, epochs=2), device=CPU, checkpoint_path=path, resume=True)
+    assert resumed.history.epochs_done == 2
+    assert all(map(math.isfinite, resumed.history.test_neg_elbo))
 
 
 # --- divergence ------------------------------------------------------------------------------
@@ -335,31 +382,3 @@ def test_non_finite_loss_stops_with_epoch_step_and_advice_and_keeps_the_checkpoi
 def test_huge_learning_rate_diverges_mid_epoch():
     with pytest.raises(TrainingDiverged, match=r"non-finite loss at epoch 1 of 1, step \d+ of 16"):
         fit(SMALL, replace(TINY, lr=1e12), device=CPU, progress=False)
-
-
-# --- the cache of trained models -------------------------------------------------------------
-
-
-def test_trained_model_loads_a_cached_run_without_training(one_epoch, tmp_path, monkeypatch):
-    copy_of(one_epoch[1], tmp_path, f"{config_key(SMALL, TINY)}.pt")
-    monkeypatch.setattr(train, "load_mnist", None)  # training would need the data
-    cached = trained_model(SMALL, TINY, device=CPU, cache_dir=tmp_path)
-    assert same_weights(cached.model, one_epoch[0].model)
-    assert cached.history == one_epoch[0].history
-
-
-def test_trained_model_trains_and_caches_under_the_data_root(tmp_path, monkeypatch):
-    monkeypatch.setattr(cache, "default_root", lambda: tmp_path)
-    config = replace(TINY, train_size=256)
-    result = trained_model(SMALL, config, device=CPU, progress=False)
-    path = tmp_path / "models" / f"{config_key(SMALL, config)}.pt"
-    assert [p.name for p in path.parent.iterdir()] == [path.name]
-    assert same_weights(load_checkpoint(path, CPU).model, result.model)
-
-
-def test_config_key_is_a_hash_of_both_configs():
-    key = config_key(SMALL, TINY)
-    text = json.dumps({"model": asdict(SMALL), "train": asdict(TINY)}, sort_keys=True)
-    assert key == hashlib.sha256(text.encode()).hexdigest()[:16]
-    assert config_key(SMALL, replace(TINY, seed=1)) != key
-    assert config_key(replace(SMALL, latent_dim=9), TINY) != key

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import warnings
 from dataclasses import asdict
 from pathlib import Path
@@ -141,10 +142,14 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated, random bytes, not a PyTorch file, pickled objects
-        if "Weights only load failed" in str(error):  # a pickle of classes, not only tensors
-            raise _refuse(f"{str(path)!r}, which holds Python objects, not only tensors") from None
-        reason = " ".join(str(error).split())[:120]
-        raise _refuse(f"{str(path)!r}, which torch.load cannot read ({reason})") from None
+        text = " ".join(str(error).split())
+        pickled = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        if pickled:  # weights_only refuses to build classes: a whole model, a foreign object
+            got = f"{str(path)!r}, which holds Python objects ({pickled[1]}), not only tensors"
+            raise _refuse(got) from None
+        reason = (text.partition("WeightsUnpickler error: ")[2] or text).split(" Check the doc")[0]
+        got = f"{str(path)!r}, which torch.load cannot read ({reason[:80]}): truncated or not one"
+        raise _refuse(got) from None
     if isinstance(state, dict) and state and all(isinstance(v, Tensor) for v in state.values()):
         fix = (
             "load it with build_model(config).load_state_dict(torch.load(path)), or save_checkpoint"

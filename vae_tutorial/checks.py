@@ -23,9 +23,11 @@ def _fail(name: str, expected: str, got: str, fix: str = "") -> ValueError:
 
 def describe(value: object) -> str:
     """A short description of what came: `True (a bool)`, `2.5 (a float)`, `a tensor (3, 4)`."""
-    if isinstance(value, Tensor):
-        return f"a tensor of shape {tuple(value.shape)} and dtype {value.dtype}"
-    text = repr(value) if len(repr(value)) <= 40 else repr(value)[:36] + " ..."
+    if isinstance(value, Tensor) or (hasattr(value, "shape") and hasattr(value, "dtype")):
+        kind = "tensor" if isinstance(value, Tensor) else type(value).__name__
+        return f"a {kind} of shape {tuple(value.shape)} and dtype {value.dtype}"
+    text = " ".join(repr(value).split())
+    text = text if len(text) <= 40 else text[:36] + " ..."
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         return text
     return f"{text} (a {type(value).__name__})"

@@ -30,13 +30,12 @@ def pick_device(preference: str | torch.device | None = None) -> torch.device:
             f"device: expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {preference!r}"
         ) from None
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    available = {
-        "cpu": True,
-        "cuda": count > 0 and (device.index is None or device.index < count),
-        "mps": torch.backends.mps.is_available(),
-    }
-    if not available.get(device.type, False):
-        usable = ", ".join(name for name, ok in available.items() if ok)
+    present = {"cpu": True, "cuda": count > 0, "mps": torch.backends.mps.is_available()}
+    there = present.get(device.type, False)
+    if device.type == "cuda" and device.index is not None:
+        there = device.index < count
+    if not there:
+        usable = ", ".join(name for name, ok in present.items() if ok)
         missing = {
             "cuda": f"this machine has {count} CUDA GPU(s)"
             if count

@@ -33,13 +33,14 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from vae_tutorial import checks
+
 Elementwise = Callable[[Tensor], Tensor]
 
 
 def _params(mu: float | Tensor, sigma: float | Tensor, n: int) -> tuple[Tensor, Tensor]:
     """mu, sigma as tensors of one shape S (float64 unless given as tensors), checked."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n: expected a positive int (number of samples), got {n!r}")
+    checks.positive_int("n", n, "n is the number of samples")
     mu_t = torch.as_tensor(mu, dtype=None if isinstance(mu, Tensor) else torch.float64).detach()
     sigma_t = torch.as_tensor(sigma, dtype=mu_t.dtype, device=mu_t.device).detach()
     if mu_t.shape != sigma_t.shape or not mu_t.is_floating_point():
@@ -47,9 +48,20 @@ def _params(mu: float | Tensor, sigma: float | Tensor, n: int) -> tuple[Tensor, 
             f"mu, sigma: expected floats or float tensors of one shape, got {tuple(mu_t.shape)} "
             f"({mu_t.dtype}) and {tuple(sigma_t.shape)}"
         )
-    if not (torch.isfinite(mu_t).all() and torch.isfinite(sigma_t).all() and (sigma_t > 0).all()):
-        raise ValueError("mu, sigma: expected finite values and sigma > 0")
+    checks.finite("mu", mu_t)
+    checks.finite("sigma", sigma_t)
+    if not bool((sigma_t > 0).all()):
+        raise ValueError(
+            f"sigma: expected standard deviations > 0, got min {sigma_t.min().item():.4g}; "
+            "pass sigma, not log sigma^2"
+        )
     return mu_t, sigma_t
+
+
+def _check_f(f: object) -> None:
+    """f is callable (an elementwise function of z)."""
+    if not callable(f):
+        raise ValueError(f"f: expected a function of z such as torch.sin, got {checks.describe(f)}")
 
 
 def _apply(f: Elementwise, z: Tensor) -> Tensor:
@@ -72,6 +84,7 @@ def pathwise_gradient(
     generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Per-sample pathwise estimates of d/dmu, d/dsigma of E_{N(mu,sigma^2)}[f(z)]: (n, *S) each."""
+    _check_f(f)
     mu_t, sigma_t = _params(mu, sigma, n)
     shape = (n, *mu_t.shape)
     eps = torch.randn(shape, generator=generator, dtype=mu_t.dtype, device=mu_t.device)  # (n, *S)
@@ -102,6 +115,8 @@ def score_function_gradient(
 
     With a baseline c, f(z) - c replaces f(z): still unbiased, because E[score] = 0.
     """
+    _check_f(f)
+    checks.real("baseline", baseline)
     mu_t, sigma_t = _params(mu, sigma, n)
     shape = (n, *mu_t.shape)
     eps = torch.randn(shape, generator=generator, dtype=mu_t.dtype, device=mu_t.device)  # (n, *S)

@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 from torchvision.utils import make_grid
 
+from vae_tutorial import checks
 from vae_tutorial.sampling import decode_grid, latent_grid
 from vae_tutorial.train import History
 
@@ -33,20 +34,22 @@ def _figure(
 
 def _as_images(images: Tensor, name: str = "images") -> Tensor:
     """(N, 784), (N, 28, 28) or (N, 1, 28, 28) in [0, 1] -> (N, 1, 28, 28) float on the CPU."""
-    if not isinstance(images, Tensor) or images.ndim < 2 or images[0].numel() != 784:
-        got = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
-        raise ValueError(f"{name}: expected a tensor (N, 784) or (N, 1, 28, 28), got {got}")
-    images = images.detach().float().cpu().reshape(-1, 1, 28, 28)
-    if images.numel() and not bool(((images >= 0) & (images <= 1)).all()):
+    checks.tensor(name, images, "(N, 784) or (N, 1, 28, 28)")
+    if images.ndim < 2 or len(images) == 0 or images[0].numel() != 784:
         raise ValueError(
-            f"{name}: expected pixel values in [0, 1], "
-            f"got min {images.min():.4g}, max {images.max():.4g}"
+            f"{name}: expected a tensor (N, 784) or (N, 1, 28, 28) with N >= 1, "
+            f"got {tuple(images.shape)}"
         )
+    checks.floating(name, images)
+    images = images.detach().float().cpu().reshape(-1, 1, 28, 28)
+    checks.unit_interval(f"{name} (pixel values)", images)
     return images
 
 
 def image_grid(images: Tensor, nrow: int = 8, padding: int = PAD) -> np.ndarray:
     """The grid `show_images` draws, one channel: (N, 784) -> (H, W) in [0, 1]."""
+    nrow = checks.positive_int("nrow", nrow)
+    padding = checks.int_at_least("padding", padding, 0)
     grid = make_grid(_as_images(images), nrow=nrow, padding=padding, pad_value=PAD_VALUE)
     return grid[0].numpy()  # make_grid repeats the grey channel three times: (3, H, W)
 
@@ -55,6 +58,7 @@ def show_images(
     images: Tensor, *, nrow: int = 8, title: str = "Images", ax: Axes | None = None
 ) -> Figure:
     """A grid of digits, nrow per row, black = 0 and white = 1: (N, 784) or (N, 1, 28, 28)."""
+    nrow = checks.positive_int("nrow", nrow)
     grid = image_grid(images, nrow)  # (H, W)
     if ax is None:
         rows, cols = -(-len(images) // nrow), min(nrow, len(images))
@@ -68,6 +72,11 @@ def show_images(
 
 def plot_history(history: History) -> Figure:
     """Training curves: -E log p(x|z), KL and -ELBO per epoch, train and test, in nats."""
+    if not isinstance(history, History):
+        raise ValueError(
+            f"plot_history: expected a History, got {checks.describe(history)}; "
+            "pass fit(...).history"
+        )
     if history.epochs_done == 0:
         raise ValueError("plot_history: expected a history with at least 1 epoch, got 0")
     fig, axes = _figure(1, 3, size=(12, 3.6))
@@ -90,12 +99,13 @@ def plot_history(history: History) -> Figure:
 
 def plot_latent_scatter(z: Tensor, labels: Tensor, *, title: str = "Latent codes") -> Figure:
     """Codes z (N, 2), one dot each, coloured by digit label (N,), with a colorbar of digits."""
-    if not isinstance(z, Tensor) or z.ndim != 2 or z.shape[1] != 2:
-        got = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
-        raise ValueError(f"z: expected shape (N, 2), got {got}")
-    if not isinstance(labels, Tensor) or labels.shape != (len(z),):
-        got = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
-        raise ValueError(f"labels: expected shape ({len(z)},), got {got}")
+    checks.tensor("z", z, "(N, 2)")
+    if z.ndim != 2 or z.shape[1] != 2:
+        raise ValueError(f"z: expected shape (N, 2), got {tuple(z.shape)}")
+    checks.finite("z", z, "a NaN code would be left out of the plot without a word")
+    checks.tensor("labels", labels, f"({len(z)},)")
+    if labels.shape != (len(z),):
+        raise ValueError(f"labels: expected shape ({len(z)},), got {tuple(labels.shape)}")
     z, labels = z.detach().float().cpu().numpy(), labels.detach().cpu().numpy()
     fig, axes = _figure(size=(6.4, 5.4))
     ax = axes[0, 0]
@@ -133,6 +143,8 @@ def plot_interpolation(
     probs_rows: Tensor | list[Tensor], *, titles: list[str] | None = None
 ) -> Figure:
     """One strip per path, each (steps, 784) pixel means from t = 0 (left) to t = 1 (right)."""
+    if isinstance(probs_rows, Tensor) and probs_rows.ndim == 2:
+        probs_rows = [probs_rows]  # one path
     rows = [_as_images(row, "probs_rows") for row in probs_rows]
     if not rows or len({len(row) for row in rows}) != 1:
         raise ValueError(

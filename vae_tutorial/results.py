@@ -8,7 +8,7 @@ One file holds one run, as one JSON object (format version 1):
 
     {
       "format": "vae-tutorial-result",  "format_version": 1,
-      "kind": "train_speed",              # what was measured: the script's name, or a name per study
+      "kind": "train_speed",              # what was measured: the script, or the study
       "date_utc": "2026-11-27T21:40:05Z", # when the run started
       "command": "benchmarks/train_speed.py --device cpu --steps 100",
       "config": {...},                    # every setting the figures depend on
@@ -33,7 +33,6 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,6 +42,7 @@ import torch
 
 FORMAT = "vae-tutorial-result"
 FORMAT_VERSION = 1
+DATE = "%Y-%m-%dT%H:%M:%SZ"  # date_utc, e.g. 2026-11-27T21:40:05Z
 PACKAGED = Path(__file__).resolve().parent / "benchmark_results"  # a wheel's copy of the files
 CHECKOUT = Path(__file__).resolve().parents[1] / "benchmarks" / "results"  # the repository's
 
@@ -108,12 +108,12 @@ class Result:
     config: dict[str, Any]
     hardware: dict[str, Scalar]
     software: dict[str, str] = field(default_factory=software)
-    date_utc: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    date_utc: str = field(default_factory=lambda: time.strftime(DATE, time.gmtime()))
     complete: bool = False
     notes: str = ""
     units: dict[str, str] = field(default_factory=dict)
     rows: list[dict[str, Scalar]] = field(default_factory=list)
-    path: Path | None = field(default=None, compare=False)  # the file it was read from or written to
+    path: Path | None = field(default=None, compare=False)  # the file read or written
 
     def to_json(self) -> dict[str, Any]:
         """The file's JSON object."""
@@ -162,15 +162,17 @@ def write_result(result: Result, directory: str | Path | None = None) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / result.file_name
     text = json.dumps(result.to_json(), indent=1) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = directory / f".{path.name}.{os.getpid()}.tmp"
     try:
+        # 0o666 less the umask: the user's usual permissions (mkstemp would give 0o600)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     result.path = path
     return path

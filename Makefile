@@ -3,9 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-LINTED := vae_tutorial tests benchmarks book
+LINTED := vae_tutorial tests benchmarks book mutants
 
-.PHONY: book lab test data notebooks lint bench clean
+.PHONY: book lab test data notebooks lint bench mutants clean
 
 # Create the virtual environment once; reinstall only when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -43,8 +43,15 @@ test: $(STAMP) data lint
 notebooks: $(STAMP) data
 	$(VENV)/bin/jupyter execute --inplace --timeout=600 book/*.ipynb
 
+# Time training (a result file in benchmarks/results/), then regenerate README's speed figures.
 bench: $(STAMP) data
 	$(PY) benchmarks/train_speed.py
+	$(PY) benchmarks/report.py
+
+# Apply each deliberate break in mutants/*.patch to a scratch copy; every one must fail a test.
+# Not part of `make test`: it runs the unit tests once per break (minutes).
+mutants: $(STAMP) data
+	$(PY) mutants/run.py
 
 clean:
 	rm -rf _build .pytest_cache .ruff_cache

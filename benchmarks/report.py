@@ -112,17 +112,13 @@ def speed_block(cpu: Result | None, gpu: Result | None) -> str:
     return text.rstrip("\n")
 
 
-def blocks(directory: Path | None = None, root: Path = ROOT) -> dict[str, str]:
-    """The generated block of each page, from the newest complete result files."""
-    return {
-        "book/index.md": chapter_times_block(
-            latest("chapter_times", directory=directory), toc_chapters(root)
-        ),
-        "README.md": speed_block(
-            latest("train_speed", device="cpu", directory=directory),
-            latest("train_speed", device="cuda", directory=directory),
-        ),
-    }
+def block(page: str, directory: Path | None = None, root: Path = ROOT) -> str:
+    """The generated block of one page, from the newest complete result files."""
+    if page == "book/index.md":
+        run = latest("chapter_times", directory=directory)
+        return chapter_times_block(run, toc_chapters(root))
+    cpu = latest("train_speed", device="cpu", directory=directory)
+    return speed_block(cpu, latest("train_speed", device="cuda", directory=directory))
 
 
 def replace_block(text: str, page: str, block: str) -> str:
@@ -137,9 +133,9 @@ def replace_block(text: str, page: str, block: str) -> str:
 def stale_pages(directory: Path | None = None, root: Path = ROOT) -> list[str]:
     """The pages whose generated block differs from what the result files give."""
     out = []
-    for page, block in blocks(directory, root).items():
+    for page in PAGES:
         text = (root / page).read_text()
-        if replace_block(text, page, block) != text:
+        if replace_block(text, page, block(page, directory, root)) != text:
             out.append(page)
     return out
 
@@ -148,19 +144,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only check, change nothing")
     args = parser.parse_args(argv)
-    if args.check:
-        stale = stale_pages()
-        for page in stale:
-            print(f"{page}: out of date with benchmarks/results; run benchmarks/report.py")
-        return 1 if stale else 0
-    for page, block in blocks().items():
+    failed = False
+    for page in PAGES:
         path = ROOT / page
         text = path.read_text()
-        new = replace_block(text, page, block)
-        if new != text:
+        try:
+            new = replace_block(text, page, block(page))
+        except ValueError as error:
+            print(f"{page}: {error}", file=sys.stderr)
+            failed = True
+            continue
+        if new != text and args.check:
+            print(f"{page}: out of date with benchmarks/results; run benchmarks/report.py")
+            failed = True
+        elif new != text:
             path.write_text(new)
             print(f"updated {page}")
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

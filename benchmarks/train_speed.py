@@ -13,14 +13,17 @@ default data: dynamically binarized MNIST, the Bernoulli likelihood. Rows (see t
 3. floor: the same steps on one fixed batch already on the device: the compute alone;
 4. fit at other batch sizes (float32, eager), over the same number of images.
 
-Each variant processes `--steps` batches of 128 (one epoch is 469; fewer keep a CPU run short,
-and the rows then extrapolate `epoch_seconds` from them). Variants take turns for `--repeats`
-rounds, and each keeps its fastest round: a burst of other work on the machine slows some rounds,
-rarely all. The file is rewritten atomically after every round (`complete` is false until the
-last), so a run cut short by a time limit still leaves its finished rows.
+Each variant processes `--steps` batches of 128 (one epoch is 469, the default on a GPU; on a CPU
+the default, 100, keeps the run short, and `epoch_seconds` is extrapolated from them). Variants
+take turns for `--repeats` rounds, and each keeps its fastest round: a burst of other work on the
+machine slows some rounds, rarely all. The file is rewritten atomically after every measurement
+(`complete` is false until every variant has been measured once, and `repeats` in each row says
+how many rounds it has), so a run cut short by a time limit still leaves its finished rows.
 
     python benchmarks/train_speed.py [--device cpu|cuda|mps] [--steps 469] [--repeats 2]
         [--batch-sizes 32,128,512] [--no-compile] [--out benchmarks/results]
+
+Then `python benchmarks/report.py` writes the new figures into README.md.
 """
 
 from __future__ import annotations
@@ -184,13 +187,19 @@ def row(keys: dict, runs: list) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best)")
-    parser.add_argument("--steps", type=int, default=469, help="batches of 128 per variant")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="batches of 128 per variant (469 = one epoch; default: 469 on a GPU, 100 on a CPU)",
+    )
     parser.add_argument("--repeats", type=int, default=2, help="rounds; the fastest is kept")
     parser.add_argument("--batch-sizes", default="32,128,512", help="fit, fp32, eager")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
     parser.add_argument("--out", type=Path, default=CHECKOUT, help="folder of result files")
     args = parser.parse_args(argv)
     device = pick_device(args.device)
+    args.steps = args.steps or (100 if device.type == "cpu" else 469)
     batch_sizes = sorted({int(b) for b in args.batch_sizes.split(",")} | {BATCH})
     ensure_mnist(verbose=False)
     # A cold compiler cache, as on a reader's first run: compile times are not from a warm cache.
@@ -215,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         units=UNITS,
         notes=(
             f"Each variant timed {args.steps} steps at batch 128 ({args.steps * BATCH} images; "
-            f"one epoch is 469 steps){' : a fraction of an epoch' if args.steps < 469 else ''}; "
+            f"one epoch is 469 steps{': a fraction of an epoch' if args.steps < 469 else ''}); "
             "fit rows time the training pass of fit's second epoch (data loading and the test "
             "evaluation excluded); classic and floor time their steps after 3 untimed ones. "
             "Fastest of the rounds; seconds_slowest shows the spread."

@@ -12,16 +12,7 @@ import pytest
 import torch
 
 from vae_tutorial import checkpoint
-from vae_tutorial.checkpoint import (
-    CHECKPOINT_VERSION,
-    CheckpointError,
-    capture_rng,
-    ensure_writable,
-    load_checkpoint,
-    read_checkpoint,
-    restore_rng,
-    save_checkpoint,
-)
+from vae_tutorial.checkpoint import CHECKPOINT_VERSION, CheckpointError, ensure_writable
 from vae_tutorial.models import ModelConfig, build_model
 from vae_tutorial.train import History, TrainConfig
 
@@ -40,7 +31,7 @@ def saved(tmp_path) -> Path:
     """A checkpoint of an untrained SMALL model with one epoch of made-up history."""
     history = History()
     history.append(**{name: 1.0 for name in History().to_dict()})
-    return save_checkpoint(tmp_path / "run.pt", build_model(SMALL), history, TINY)
+    return checkpoint.save_checkpoint(tmp_path / "run.pt", build_model(SMALL), history, TINY)
 
 
 def rewrite(path: Path, change) -> Path:
@@ -58,10 +49,10 @@ def test_round_trip(tmp_path):
     path = tmp_path / "sub" / "model.pt"
     optimizer = torch.optim.Adam(model.parameters(), lr=0.5)
     rng = {"torch": torch.get_rng_state()}
-    save_checkpoint(path, model, history, TINY, optimizer=optimizer, rng_state=rng)
+    checkpoint.save_checkpoint(path, model, history, TINY, optimizer=optimizer, rng_state=rng)
     assert [p.name for p in path.parent.iterdir()] == ["model.pt"]  # no temporary file left
     assert torch.load(path, weights_only=True)["version"] == CHECKPOINT_VERSION
-    loaded = load_checkpoint(path, CPU)
+    loaded = checkpoint.load_checkpoint(path, CPU)
     assert same_weights(loaded.model, model)
     assert loaded.model.config == SMALL and not loaded.model.training
     assert loaded.history == history and loaded.train_config == TINY
@@ -71,13 +62,13 @@ def test_round_trip(tmp_path):
 
 def test_a_file_from_before_versions_is_read_as_version_1(saved):
     rewrite(saved, lambda state: state.pop("version"))
-    assert load_checkpoint(saved, CPU).model.config == SMALL
+    assert checkpoint.load_checkpoint(saved, CPU).model.config == SMALL
 
 
 def test_another_version_is_refused_naming_both_versions(saved):
     rewrite(saved, lambda state: state.update(version=CHECKPOINT_VERSION + 1))
     with pytest.raises(CheckpointError) as error:
-        load_checkpoint(saved, CPU)
+        checkpoint.load_checkpoint(saved, CPU)
     message = str(error.value)
     assert (
         f"expected format version {CHECKPOINT_VERSION} (the one this vae_tutorial reads)" in message
@@ -135,7 +126,7 @@ def broken(kind: str, folder: Path, good: Path) -> Path:
 def test_a_file_that_is_not_a_checkpoint_says_what_came(kind, message, saved, tmp_path):
     path = broken(kind, tmp_path, saved)
     with pytest.raises(CheckpointError, match=message) as error:
-        load_checkpoint(path, CPU)
+        checkpoint.load_checkpoint(path, CPU)
     assert isinstance(error.value, ValueError)
     assert str(error.value).count("\n") == 0
 
@@ -143,7 +134,7 @@ def test_a_file_that_is_not_a_checkpoint_says_what_came(kind, message, saved, tm
 def test_weights_that_disagree_with_the_config_are_named(saved):
     rewrite(saved, lambda state: state["model_config"].update(latent_dim=9))
     with pytest.raises(CheckpointError) as error:
-        load_checkpoint(saved, CPU)
+        checkpoint.load_checkpoint(saved, CPU)
     message = str(error.value)
     assert "expected weights that fit its model_config {'kind': 'vae'" in message
     assert "'latent_dim': 9" in message and "got size mismatch for" in message
@@ -161,9 +152,9 @@ def test_weights_that_disagree_with_the_config_are_named(saved):
 def test_invalid_configs_in_a_file_are_named(saved, change, message):
     rewrite(saved, change)
     with pytest.raises(CheckpointError, match=r"expected valid configs and history, got .*"):
-        load_checkpoint(saved, CPU)
+        checkpoint.load_checkpoint(saved, CPU)
     with pytest.raises(CheckpointError, match=message):
-        load_checkpoint(saved, CPU)
+        checkpoint.load_checkpoint(saved, CPU)
 
 
 def test_a_failed_write_leaves_the_old_checkpoint_and_no_temporary_file(saved, monkeypatch):
@@ -175,7 +166,7 @@ def test_a_failed_write_leaves_the_old_checkpoint_and_no_temporary_file(saved, m
 
     monkeypatch.setattr(torch, "save", crash)
     with pytest.raises(OSError, match="disk full"):
-        save_checkpoint(saved, build_model(SMALL), History(), replace(TINY, epochs=5))
+        checkpoint.save_checkpoint(saved, build_model(SMALL), History(), replace(TINY, epochs=5))
     assert saved.read_bytes() == before
     assert [p.name for p in saved.parent.iterdir()] == ["run.pt"]
 
@@ -204,7 +195,10 @@ def test_a_kill_mid_write_keeps_the_old_checkpoint_and_the_next_save_cleans_up(s
     assert result.returncode == -9  # killed by SIGKILL inside the write
     strays = [p.name for p in saved.parent.iterdir() if p.name != "run.pt"]
     assert len(strays) == 1 and strays[0].startswith(".run.pt.") and strays[0].endswith(".tmp")
-    assert saved.read_bytes() == before and load_checkpoint(saved, CPU).model.config == SMALL
+    assert (
+        saved.read_bytes() == before
+        and checkpoint.load_checkpoint(saved, CPU).model.config == SMALL
+    )
     ensure_writable(saved, "checkpoint_path")  # what fit and the CLI do before training
     assert [p.name for p in saved.parent.iterdir()] == ["run.pt"]
 
@@ -213,7 +207,7 @@ def test_a_kill_mid_write_keeps_the_old_checkpoint_and_the_next_save_cleans_up(s
 def test_checkpoints_get_the_usual_permissions(tmp_path, umask):
     old = os.umask(umask)
     try:
-        path = save_checkpoint(tmp_path / "run.pt", build_model(SMALL), History(), TINY)
+        path = checkpoint.save_checkpoint(tmp_path / "run.pt", build_model(SMALL), History(), TINY)
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
@@ -253,20 +247,20 @@ def test_an_unwritable_folder_is_refused(tmp_path, monkeypatch):
 
 def test_rng_states_round_trip_on_one_device_type():
     generator = torch.Generator().manual_seed(5)
-    state = capture_rng(generator, CPU)
+    state = checkpoint.capture_rng(generator, CPU)
     expected = torch.rand(3), torch.rand(3, generator=generator)
-    restore_rng(state, generator, CPU, seed=99)
+    checkpoint.restore_rng(state, generator, CPU, seed=99)
     again = torch.rand(3), torch.rand(3, generator=generator)
     assert all(torch.equal(a, b) for a, b in zip(expected, again, strict=True))
 
 
 def test_rng_states_from_another_device_type_reseed_with_a_warning():
     generator = torch.Generator().manual_seed(5)
-    state = capture_rng(generator, CPU)
+    state = checkpoint.capture_rng(generator, CPU)
     state["cuda"] = torch.zeros(16, dtype=torch.uint8)  # as written on a GPU: Philox, 16 bytes
     state["batches"] = torch.zeros(16, dtype=torch.uint8)
     with pytest.warns(UserWarning, match=r"resuming on cpu a run checkpointed on cuda: .* fresh"):
-        restore_rng(state, generator, CPU, seed=7)
+        checkpoint.restore_rng(state, generator, CPU, seed=7)
     assert torch.equal(
         torch.rand(3, generator=generator),
         torch.rand(3, generator=torch.Generator().manual_seed(7)),
@@ -274,6 +268,6 @@ def test_rng_states_from_another_device_type_reseed_with_a_warning():
 
 
 def test_read_checkpoint_returns_the_raw_dict(saved):
-    state = read_checkpoint(saved)
+    state = checkpoint.read_checkpoint(saved)
     assert state["model_config"] == asdict(SMALL) and state["epoch"] == 1
     assert set(checkpoint.KEYS) | {"version"} == set(state)

@@ -120,18 +120,6 @@ def test_evaluate_rejects_a_checkpoint_that_is_not_a_vae(tmp_path, capsys):
     assert "evaluate: expected a VAE checkpoint, got kind='ae'" in capsys.readouterr().err
 
 
-def test_python_dash_m_runs_the_cli_without_a_traceback(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "vae_tutorial", "sample", str(tmp_path / "none.pt")],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
-    assert result.returncode == 2
-    assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
-    assert "error: argument checkpoint: expected a checkpoint file" in result.stderr
-
-
 def fails(argv: list[str], capsys, status: int = 2) -> str:
     """Run the CLI expecting one line on stderr and the exit status; return that line."""
     try:
@@ -140,9 +128,11 @@ def fails(argv: list[str], capsys, status: int = 2) -> str:
         code = exit_.code
     err = capsys.readouterr().err
     assert code == status, err
-    assert err.count("\n") == 1 and err.startswith("python -m vae_tutorial")
+    *progress, line, end = err.split("\n")
+    assert end == "" and line.startswith("python -m vae_tutorial")
+    assert all(bar.lstrip("\r").startswith("fit:") for bar in progress)  # a training bar at most
     assert "Traceback" not in err
-    return err
+    return line
 
 
 def copy_run(run: Path, folder: Path) -> Path:
@@ -344,15 +334,41 @@ def test_a_full_disk_gives_status_1(run, tmp_path, capsys, monkeypatch):
     assert "No space left on device" in err
 
 
-def test_python_dash_m_on_a_broken_checkpoint_prints_no_traceback(tmp_path):
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "error: argument checkpoint: expected a checkpoint file"),
+        (b"\x00" * 100, "which torch.load cannot read"),
+    ],
+)
+def test_python_dash_m_on_a_missing_or_broken_checkpoint_prints_no_traceback(
+    tmp_path, content, message
+):
     path = tmp_path / "broken.pt"
-    path.write_bytes(b"\x00" * 100)
+    if content is not None:
+        path.write_bytes(content)
     result = subprocess.run(
-        [sys.executable, "-m", "vae_tutorial", "evaluate", str(path)],
+        [sys.executable, "-m", "vae_tutorial", "sample", str(path)],
         capture_output=True,
         text=True,
         cwd=ROOT,
     )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
-    assert "which torch.load cannot read" in result.stderr
+    assert message in result.stderr
+
+
+def test_a_diverged_run_gives_status_1_with_advice(tmp_path, capsys):
+    argv = ["train", *TINY, "--lr", "1e12", "--out", str(tmp_path / "run"), "--device", "cpu"]
+    err = fails(argv, capsys, status=1)
+    assert "error: training diverged: non-finite loss at epoch 1 of 1" in err
+    assert "Try a lower learning rate (lr=1e+12 now" in err
+
+
+def test_an_interrupted_train_gives_one_line_and_status_130(tmp_path, capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "fit", interrupted)
+    err = fails(["train", *TINY, "--out", str(tmp_path / "run")], capsys, status=130)
+    assert "interrupted; any checkpoint written so far is whole" in err

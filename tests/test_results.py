@@ -1,0 +1,281 @@
+"""Result files: the format round-trips, the stored files are valid and hold what chapter 5 shows,
+the pages that quote them agree with them, they ship in the wheel, and the GPU check says when
+there is no GPU."""
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from vae_tutorial import results
+from vae_tutorial.results import (
+    FORMAT_VERSION,
+    Result,
+    latest,
+    load_results,
+    read_result,
+    speed_table,
+    write_result,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+STORED = results.CHECKOUT  # benchmarks/results
+
+
+def _script(name: str):
+    """A script of benchmarks/ as a module (benchmarks/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+report = _script("report")
+
+
+def _result(
+    kind="train_speed", device="cpu", date="2026-01-02T03:04:05Z", complete=True, rows=None
+):
+    hardware = {"device": device, "cpu_model": "Test CPU", "cpu_cores": 2, "gpu": None}
+    hardware |= {"torch_threads": 2, "load_average_1min": 0.5}
+    return Result(
+        kind=kind,
+        command="benchmarks/test.py --flag",
+        config={"steps": 3},
+        hardware=hardware,
+        date_utc=date,
+        complete=complete,
+        units={"seconds": "s"},
+        rows=rows if rows is not None else [{"name": "a", "seconds": 1.5, "ok": True}],
+    )
+
+
+# The format
+
+
+def test_a_result_round_trips_through_its_file_and_leaves_no_temporary_file(tmp_path):
+    result = _result()
+    path = write_result(result, tmp_path)
+    assert path.name == "train_speed-cpu-20260102T030405Z.json"
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+    assert read_result(path) == result
+    values = json.loads(path.read_text())
+    assert values["format"] == "vae-tutorial-result" and values["format_version"] == FORMAT_VERSION
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask, "the user's usual permissions"
+
+
+def test_rewriting_a_run_replaces_its_file(tmp_path):
+    result = _result(complete=False)
+    write_result(result, tmp_path)
+    result.rows.append({"name": "b", "seconds": 2.0})
+    result.complete = True
+    path = write_result(result, tmp_path)
+    assert len(list(tmp_path.iterdir())) == 1
+    assert read_result(path).complete and len(read_result(path).rows) == 2
+
+
+def test_the_machine_and_the_software_are_recorded():
+    hardware = results.hardware("cpu")
+    assert hardware["device"] == "cpu" and hardware["gpu"] is None
+    assert hardware["cpu_cores"] >= 1 and hardware["cpu_model"]
+    assert hardware["torch_threads"] == torch.get_num_threads()
+    software = _result().software
+    assert software["torch"] == torch.__version__ and software["python"].count(".") == 2
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda v: {**v, "format_version": FORMAT_VERSION + 1}, "version"),
+        (lambda v: {**v, "format": "something else"}, "format"),
+        (lambda v: {k: x for k, x in v.items() if k != "rows"}, "missing fields.*rows"),
+        (lambda v: {**v, "rows": [{"seconds": [1.0, 2.0]}]}, "rows: expected"),
+        (lambda v: {**v, "rows": {"seconds": 1.0}}, "rows: expected a list"),
+    ],
+)
+def test_a_file_in_another_format_is_refused_with_a_reason(change, message):
+    with pytest.raises(ValueError, match=message):
+        Result.from_json(change(_result().to_json()))
+
+
+def test_latest_is_the_newest_complete_run_of_that_kind_and_device(tmp_path):
+    write_result(_result(date="2026-01-01T00:00:00Z"), tmp_path)
+    write_result(_result(date="2026-01-02T00:00:00Z", rows=[{"name": "newest"}]), tmp_path)
+    write_result(_result(date="2026-01-03T00:00:00Z", complete=False), tmp_path)
+    write_result(_result(date="2026-01-04T00:00:00Z", device="cuda"), tmp_path)
+    write_result(_result(kind="other", date="2026-01-05T00:00:00Z"), tmp_path)
+    assert latest("train_speed", device="cpu", directory=tmp_path).rows == [{"name": "newest"}]
+    assert latest("train_speed", device="cuda", directory=tmp_path).date_utc[:10] == "2026-01-04"
+    assert latest("train_speed", device="mps", directory=tmp_path) is None
+    assert len(load_results("train_speed", directory=tmp_path)) == 4
+
+
+def test_one_row_is_found_by_its_columns_or_the_error_says_what_matched():
+    result = _result(rows=[{"loop": "fit", "batch": 1}, {"loop": "fit", "batch": 2}])
+    assert result.one(loop="fit", batch=2) == {"loop": "fit", "batch": 2}
+    with pytest.raises(KeyError, match="found 2"):
+        result.one(loop="fit")
+    with pytest.raises(KeyError, match="found 0"):
+        result.one(loop="classic")
+
+
+def test_the_installed_copy_of_the_files_is_read_first(tmp_path, monkeypatch):
+    monkeypatch.setattr(results, "PACKAGED", tmp_path / "not-installed")
+    assert results.results_dir() == STORED
+    monkeypatch.setattr(results, "PACKAGED", tmp_path)
+    assert results.results_dir() == tmp_path
+
+
+# The stored files
+
+
+def test_every_stored_result_file_reads_and_is_named_after_its_run():
+    files = sorted(STORED.glob("*.json"))
+    assert files, "benchmarks/results/ holds no result file"
+    for path in files:
+        assert path.name == read_result(path).file_name
+
+
+def _speed_runs():
+    runs = [latest("train_speed", device=d, directory=STORED) for d in ("cpu", "cuda", "mps")]
+    assert runs[0] is not None, "no complete CPU run of benchmarks/train_speed.py is stored"
+    return [run for run in runs if run is not None]
+
+
+def test_each_stored_speed_run_has_every_row_chapter_5_reads():
+    for run in _speed_runs():
+        base = {"batch_size": 128, "precision": "fp32", "compile": False}
+        for loop in ("classic", "fit", "floor"):
+            assert run.one(loop=loop, **base)["ms_per_step"] > 0
+        for precision in ("fp32", "bf16"):
+            for compile in (False, True):
+                row = run.one(loop="fit", batch_size=128, precision=precision, compile=compile)
+                assert row["first_epoch_seconds"] > 0
+        sizes = {row["batch_size"] for row in run.select(loop="fit", precision="fp32")}
+        assert len(sizes) >= 3, f"{run.path.name}: fit at three batch sizes"
+        assert speed_table(run).count("\n") == len(run.rows) + 1
+
+
+def test_the_speed_benchmark_writes_a_valid_file(tmp_path):
+    train_speed = _script("train_speed")
+    train_speed.main(
+        ["--device", "cpu", "--steps", "2", "--repeats", "1", "--batch-sizes", "128"]
+        + ["--no-compile", "--out", str(tmp_path)]
+    )
+    (path,) = tmp_path.glob("train_speed-cpu-*.json")
+    run = read_result(path)
+    assert run.complete and run.hardware["device"] == "cpu"
+    assert {(row["loop"], row["precision"]) for row in run.rows} == {
+        ("fit", "fp32"),
+        ("fit", "bf16"),
+        ("floor", "fp32"),
+        ("classic", "fp32"),
+    }
+    assert all(row["steps"] == 2 and row["seconds"] > 0 for row in run.rows)
+
+
+# The pages that quote them
+
+
+def _copy_pages(root: Path) -> None:
+    """README, the index and _toc.yml, and an empty stand-in for each chapter, under root."""
+    (root / "book").mkdir()
+    for name in ("README.md", "book/index.md", "_toc.yml"):
+        shutil.copy(ROOT / name, root / name)
+    for chapter in ROOT.glob("book/*.ipynb"):
+        (root / "book" / chapter.name).touch()
+
+
+def test_readme_and_the_index_agree_with_the_result_files():
+    assert report.stale_pages() == [], "run python benchmarks/report.py"
+
+
+def test_a_figure_edited_by_hand_fails_the_check(tmp_path):
+    _copy_pages(tmp_path)
+    assert report.stale_pages(root=tmp_path) == []
+    index = tmp_path / "book" / "index.md"
+    text = index.read_text()
+    table = text.index("| seconds |")
+    index.write_text(text[:table] + "| seconds | 1" + text[table + len("| seconds |") :])
+    assert report.stale_pages(root=tmp_path) == ["book/index.md"]
+
+
+def test_a_chapter_without_a_run_time_fails_the_check(tmp_path):
+    _copy_pages(tmp_path)
+    toc = tmp_path / "_toc.yml"
+    toc.write_text(toc.read_text() + "  - file: book/99_new_chapter\n")
+    (tmp_path / "book" / "99_new_chapter.ipynb").touch()
+    with pytest.raises(ValueError, match="no run time for 99_new_chapter"):
+        report.stale_pages(root=tmp_path)
+
+
+def test_every_chapter_has_a_stored_run_time():
+    run = latest("chapter_times", directory=STORED)
+    assert run is not None, "no complete run of benchmarks/chapter_times.py is stored"
+    timed = {row["chapter"] for row in run.select(mode="fresh")}
+    assert set(report.toc_chapters()) <= timed
+
+
+# Packaging
+
+
+def test_pyproject_ships_the_result_files_as_package_data():
+    text = (ROOT / "pyproject.toml").read_text()  # no tomllib: Python 3.10 is supported
+    assert 'packages = ["vae_tutorial", "vae_tutorial.benchmark_results"]' in text
+    assert 'package-dir = { "vae_tutorial.benchmark_results" = "benchmarks/results" }' in text
+    assert 'package-data = { "vae_tutorial.benchmark_results" = ["*.json"] }' in text
+    assert results.PACKAGED.name == "benchmark_results"
+
+
+def test_a_built_wheel_holds_every_result_file(tmp_path):
+    source = tmp_path / "source"
+    shutil.copytree(ROOT / "vae_tutorial", source / "vae_tutorial")
+    shutil.copytree(STORED, source / "benchmarks" / "results")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation"]
+    done = subprocess.run(
+        [*command, "-w", str(tmp_path / "wheel"), str(source)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    (wheel,) = (tmp_path / "wheel").glob("*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    stored = {f"vae_tutorial/benchmark_results/{p.name}" for p in STORED.glob("*.json")}
+    assert stored and stored <= names
+
+
+# The GPU check
+
+
+def _gpu_check(outdir: Path, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), str(outdir)],
+        env={**os.environ, "PYTHON": sys.executable, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_the_gpu_check_says_no_gpu_here_and_fails(tmp_path):
+    done = _gpu_check(tmp_path / "out")
+    assert done.returncode != 0
+    assert "no GPU here" in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_gpu_check_fails_fast_without_mnist_instead_of_downloading(tmp_path):
+    done = _gpu_check(tmp_path / "out", GPU_CHECK_DRY_RUN="1", VAE_TUTORIAL_DATA=str(tmp_path))
+    assert done.returncode == 1
+    assert "MNIST is not ready" in done.stderr and "does not download" in done.stderr
+    assert not (tmp_path / "out").exists()

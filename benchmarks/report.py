@@ -100,7 +100,7 @@ def speed_block(cpu: Result | None, gpu: Result | None) -> str:
         if result is None:
             continue
         text += (
-            f"On {describe(result)} (`{result.command}`, file "
+            f"Measured on: {describe(result)} (`{result.command}`, file "
             f"`benchmarks/results/{result.path.name}`):\n\n"
             f"{speed_table(result)}\n\n{ratios(result)}\n\n"
         )

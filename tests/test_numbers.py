@@ -44,6 +44,7 @@ DEFINITIONS = {
     Decimal(10_000),  # MNIST's test split
     Decimal(70_000),  # both splits together
     Decimal(255),  # the largest grey level of MNIST's 8-bit pixels
+    Decimal(256),  # the number of grey levels of an 8-bit pixel
     Decimal(400),  # ModelConfig.hidden_dim's default: the default VAE is 784-400-20-400-784
     Decimal(20),  # ModelConfig.latent_dim's default, D of the default VAE
     Decimal(128),  # TrainConfig.batch_size's default, the batch of every training run

@@ -15,7 +15,7 @@ One file holds one run, as one JSON object (format version 1):
       "hardware": {"device": "cpu", "cpu_model": "AMD EPYC", "cpu_cores": 2,
                    "gpu": null, "torch_threads": 2, "load_average_1min": 0.7},
       "software": {"python": "3.11.7", "torch": "2.14.1", "platform": "Linux-..."},
-      "complete": true,                   # false while (or if) a run stopped before its last row
+      "complete": true,                   # false until every planned measurement has a row
       "notes": "...",                     # what a reader must know to read the figures
       "units": {"seconds": "s", ...},     # the unit of each numeric column
       "rows": [{...}, ...]                # the figures: one flat record per measurement
@@ -24,7 +24,13 @@ One file holds one run, as one JSON object (format version 1):
 A row maps column names to str, int, float, bool or null. Files are named
 `<kind>-<device>-<YYYYmmddTHHMMSSZ>.json` and written atomically (a temporary file, then
 `os.replace`), so a reader never sees half a file, even while a run rewrites its file after
-each measurement.
+each measurement. `latest(kind, device=...)` gives the newest complete run; chapters read that.
+
+    run = latest("train_speed", device="cpu")
+    run.one(loop="fit", batch_size=128, precision="fp32", compile=False)["ms_per_step"]
+
+Write one with `write_result(Result(kind=..., command=..., config=..., hardware=hardware(device),
+units=..., rows=[...], complete=True))`.
 """
 
 from __future__ import annotations
@@ -215,12 +221,10 @@ def latest(
 def describe(result: Result) -> str:
     """The hardware and software in one line, for a table's caption."""
     hw, sw = result.hardware, result.software
-    where = (
-        f"{hw['gpu']} GPU" if hw.get("gpu") else f"{hw['cpu_model']} CPU, {hw['cpu_cores']} cores"
-    )
+    where = f"{hw['gpu']} GPU" if hw.get("gpu") else f"{hw['cpu_model']} CPU"
     return (
-        f"{where}, {hw['torch_threads']} torch threads; torch {sw['torch']}, "
-        f"Python {sw['python']}; {result.date_utc[:10]}"
+        f"{where}, {hw['cpu_cores']} CPU cores, torch threads: {hw['torch_threads']}; "
+        f"torch {sw['torch']}, Python {sw['python']}; {result.date_utc[:10]}"
     )
 
 
@@ -230,6 +234,7 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
 
 
+SPEED_BASE = (128, "fp32", False)  # batch size, precision, compile of the three loops' rows
 LOOPS = {
     "classic": "classic `DataLoader` loop",
     "fit": "`fit`, data on the device",
@@ -238,11 +243,16 @@ LOOPS = {
 
 
 def speed_table(result: Result) -> str:
-    """A `train_speed` run as a Markdown table: one line per variant, in the file's order."""
+    """A `train_speed` run as a Markdown table: the three loops first, then `fit`'s variants."""
     header = ["loop", "batch", "precision", "compile", "ms per step", "images/s", "s per epoch"]
     header.append("first pass, s")
+    order = ["classic", "fit", "floor"]
+    plain = sorted(
+        (r for r in result.rows if (r["batch_size"], r["precision"], r["compile"]) == SPEED_BASE),
+        key=lambda r: order.index(r["loop"]),
+    )
     lines = []
-    for row in result.rows:
+    for row in plain + [r for r in result.rows if r not in plain]:
         first = row.get("first_epoch_seconds")
         lines.append(
             [

@@ -203,7 +203,7 @@ def test_a_kill_mid_write_keeps_the_old_checkpoint_and_the_next_save_cleans_up(s
     assert [p.name for p in saved.parent.iterdir()] == ["run.pt"]
 
 
-@pytest.mark.parametrize("umask", [0o022, 0o077])
+@pytest.mark.parametrize("umask", [0o022, 0o077], ids=["umask-022", "umask-077"])
 def test_checkpoints_get_the_usual_permissions(tmp_path, umask):
     old = os.umask(umask)
     try:

@@ -182,23 +182,29 @@ def load_weights(model: nn.Module, weights: dict[str, Tensor], path: str | Path)
         ) from None
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device | None = None) -> Checkpoint:
-    """Model (eval mode, on `device`), history, train config, optimizer and RNG states."""
-    device = pick_device(device)
-    state = read_checkpoint(path)
+def parse_checkpoint(state: dict[str, Any], path: str | Path) -> tuple[nn.Module, History]:
+    """The model (its configured architecture, the saved weights, on the CPU) and the history."""
     try:
         model = build_model(ModelConfig(**state["model_config"]))
         history = History.from_dict(state["history"])
-        train_config = TrainConfig(**state["train_config"])
+        TrainConfig(**state["train_config"])
     except (TypeError, ValueError) as error:
         raise CheckpointError(
             f"checkpoint: expected valid configs and history, got {error} in {str(path)!r}"
         ) from None
     load_weights(model, state["model_state"], path)
+    return model, history
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device | None = None) -> Checkpoint:
+    """Model (eval mode, on `device`), history, train config, optimizer and RNG states."""
+    device = pick_device(device)
+    state = read_checkpoint(path)
+    model, history = parse_checkpoint(state, path)
     return Checkpoint(
         model.to(device).eval(),
         history,
-        train_config,
+        TrainConfig(**state["train_config"]),
         state["optimizer_state"],
         state["rng_state"],
     )

@@ -261,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--bf16", action="store_true", help="bfloat16 autocast where supported")
     t.add_argument("--compile", action="store_true", help="torch.compile where it works")
     again = t.add_mutually_exclusive_group()
-    again.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt")
+    again.add_argument("--resume", action="store_true", help="continue --out/checkpoint.pt, if any")
     again.add_argument("--overwrite", action="store_true", help="replace --out/checkpoint.pt")
     t.add_argument("--samples", type=_positive, default=64, help="samples in samples.png")
     t.set_defaults(run=train, parser=t)

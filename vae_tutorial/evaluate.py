@@ -50,7 +50,7 @@ import torch
 from torch import Tensor
 
 from vae_tutorial import checks
-from vae_tutorial.elbo import LIKELIHOODS, bernoulli_log_likelihood, elbo_terms, kl_per_dimension
+from vae_tutorial.elbo import bernoulli_log_likelihood, elbo_terms, kl_per_dimension
 from vae_tutorial.models import VAE, Autoencoder, check_model
 
 # Decoder rows per chunk of importance_weighted_bound: about 100 MB of float32 logits.
@@ -92,7 +92,6 @@ def evaluate_elbo(
     check_model("evaluate_elbo", model)
     _check_images("evaluate_elbo", images)
     checks.positive_int("batch_size", batch_size)
-    checks.one_of("likelihood", likelihood, LIKELIHOODS)
     seed = checks.int_at_least("seed", seed, 0)
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)

@@ -31,7 +31,7 @@ from vae_tutorial.checkpoint import (
     capture_rng,
     check_resumable,
     ensure_writable,
-    load_weights,
+    parse_checkpoint,
     read_checkpoint,
     restore_rng,
     save_checkpoint,
@@ -157,9 +157,10 @@ def _start(
         return model, optimizer, History(), None
     saved = read_checkpoint(checkpoint_path)
     check_resumable(saved, model_config, config)
-    load_weights(model, saved["model_state"], checkpoint_path)
+    weights, history = parse_checkpoint(saved, checkpoint_path)
+    model.load_state_dict(weights.state_dict())
     optimizer.load_state_dict(saved["optimizer_state"])
-    return model, optimizer, History.from_dict(saved["history"]), saved
+    return model, optimizer, history, saved
 
 
 def fit(

@@ -189,6 +189,10 @@ SKEWED = COV + torch.tensor([[0.0, 0.5], [-0.5, 0.0]], dtype=F64)  # not symmetr
             "z: expected shape (..., 3, 2), got (3, 3)",
         ),
         (
+            lambda: MODEL.log_likelihood(X, nan_at(torch.zeros(3, 2, dtype=F64))),
+            "z: expected finite values, got 1 non-finite (first: nan)",
+        ),
+        (
             lambda: MODEL.log_likelihood(X, torch.zeros(3, 2)),
             "z: expected dtype torch.float64 (the model's), got torch.float32",
         ),

@@ -239,7 +239,7 @@ def unbacked(
     numbers = [m for m in NUMBER.finditer(sentence) if not is_year(sentence, m)]
     for m in numbers if CITE not in sentence else []:
         if not is_free(m, sentence, allowed) and not pins(m[1], m[2]) & literals:
-            literal = m[1].replace(",", "")
+            literal = " or ".join(sorted(pins(m[1], m[2]), key=len))
             fix = f"pin it: {literal} as a literal of an assert in the code cell directly before"
             fix += " or after, tolerance from a measured spread (a definition: Settings, $math$)"
             found.append((m[0], fix))

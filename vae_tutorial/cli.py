@@ -226,12 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     shared = _Parser(add_help=False)
     shared.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: auto)")
-    shared.add_argument(
-        "--data-root",
-        type=Path,
-        default=None,
-        help="MNIST folder (default: data/ or $VAE_TUTORIAL_DATA)",
-    )
+    data_help = "MNIST folder (default: data/ or $VAE_TUTORIAL_DATA)"
+    shared.add_argument("--data-root", type=Path, default=None, help=data_help)
     shared.add_argument("--seed", type=_natural, default=0, help="random seed (default: 0)")
 
     t = commands.add_parser(

@@ -229,15 +229,19 @@ def describe(result: Result) -> str:
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    """A Markdown table: a header row, a separator, then one line per row."""
-    lines = [header, ["---"] * len(header), *rows]
-    return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
+    """A Markdown table with padded columns, so that it also reads as plain text."""
+    widths = [max(3, *(len(row[i]) for row in [header, *rows])) for i in range(len(header))]
+    lines = [header, ["-" * w for w in widths], *rows]
+    return "\n".join(
+        "| " + " | ".join(cell.ljust(w) for cell, w in zip(cells, widths, strict=True)) + " |"
+        for cells in lines
+    )
 
 
 SPEED_BASE = (128, "fp32", False)  # batch size, precision, compile of the three loops' rows
 LOOPS = {
-    "classic": "classic `DataLoader` loop",
-    "fit": "`fit`, data on the device",
+    "classic": "classic DataLoader loop",
+    "fit": "fit, data on the device",
     "floor": "floor: one fixed batch",
 }
 

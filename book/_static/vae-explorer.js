@@ -117,6 +117,10 @@
       id: 'vae-explorer-plane', class: 'vae-explorer-plane', tabindex: '0', role: 'slider',
       'aria-label': 'Latent plane of the 2-D VAE: drag the marker, or move it with the arrow keys',
     }, left);
+    const legend = element('div', { class: 'vae-explorer-legend', 'aria-hidden': 'true' }, left);
+    TAB10.forEach((colour, label) => {
+      element('span', { style: `--swatch: ${colour}`, text: String(label) }, legend);
+    });
     element('div', {
       class: 'vae-explorer-axes',
       text: `z\u2081 across, z\u2082 up, each from \u2212${LIMIT} to +${LIMIT} prior standard` +

@@ -6,6 +6,8 @@ the verified MNIST files, so no trained model is reused. Rows have mode "fresh".
 
 `--warm CHAPTER` (default 06_sampling) runs that chapter once more with the model cache that the
 chapters before it left ("after earlier chapters"), as when a reader runs the book in order.
+`--resume FILE` keeps the fresh times of an earlier, incomplete run (a chapter that failed) and
+runs only the chapters it lacks (no warm run then: the earlier chapters' caches are gone).
 
 Writes `benchmarks/results/chapter_times-cpu-<date>.json`; then `python benchmarks/report.py`
 puts the table into book/index.md.
@@ -27,7 +29,7 @@ from pathlib import Path
 import yaml
 
 from vae_tutorial.download import default_root, ensure_mnist
-from vae_tutorial.results import CHECKOUT, Result, hardware, write_result
+from vae_tutorial.results import CHECKOUT, Result, hardware, read_result, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 JUPYTER = Path(sys.executable).parent / "jupyter"
@@ -66,9 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", action="append", help="time only this chapter (repeatable)")
     parser.add_argument("--warm", action="append", help="also with earlier chapters' cache")
     parser.add_argument("--out", type=Path, default=CHECKOUT, help="folder of result files")
+    parser.add_argument(
+        "--resume", type=Path, help="a run's file: keep its fresh times, run only the others"
+    )
     args = parser.parse_args(argv)
     chapters = toc_chapters()
-    chosen = args.only or chapters
+    kept = [] if args.resume is None else read_result(args.resume).select(mode="fresh")
+    chosen = [c for c in (args.only or chapters) if c not in {row["chapter"] for row in kept}]
     unknown = sorted(set(chosen) - set(chapters))
     if unknown:
         parser.error(f"not a chapter of _toc.yml: {', '.join(unknown)}; chapters: {chapters}")
@@ -79,7 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     result = Result(
         kind="chapter_times",
         command=command.strip(),
-        config={"chapters": chosen, "warm": warm, "runner": "jupyter execute --timeout=600"},
+        config={
+            "chapters": chosen,
+            "warm": warm,
+            "runner": "jupyter execute --timeout=600",
+            "resumed_from": None if args.resume is None else args.resume.name,
+        },
         hardware=hardware("cpu"),
         units={"seconds": "s, wall clock of `jupyter execute`, kernel start included"},
         notes=(
@@ -87,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             "models; mode 'after earlier chapters': with the cache the chapters before it left."
         ),
     )
+    result.rows = list(kept)
     with tempfile.TemporaryDirectory(prefix="chapter-times-") as scratch:
         caches, failed = {}, []
         for chapter in chosen:
@@ -103,15 +115,20 @@ def main(argv: list[str] | None = None) -> int:
             write_result(result, args.out)
         for chapter in warm:
             earlier = chapters[: chapters.index(chapter)]
-            if not set(earlier) <= caches.keys():
-                print(f"{chapter}: no warm run, the chapters before it were not all run")
+            if chapter in failed or not set(earlier) <= caches.keys():
+                print(f"{chapter}: no warm run, it or a chapter before it was not run")
                 continue
             root = fresh_root(Path(scratch), f"warm-{chapter}", mnist)
             (root / "models").mkdir()
             for before in earlier:
                 if caches[before].is_dir():
                     shutil.copytree(caches[before], root / "models", dirs_exist_ok=True)
-            seconds = execute(chapter, root)
+            try:
+                seconds = execute(chapter, root)
+            except RuntimeError as error:
+                print(error, file=sys.stderr)
+                failed.append(f"{chapter} (warm)")
+                continue
             mode = "after earlier chapters"
             result.rows.append({"chapter": chapter, "mode": mode, "seconds": round(seconds, 1)})
             print(f"{chapter:24} warm   {seconds:6.1f} s", flush=True)

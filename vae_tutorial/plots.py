@@ -58,7 +58,6 @@ def show_images(
     images: Tensor, *, nrow: int = 8, title: str = "Images", ax: Axes | None = None
 ) -> Figure:
     """A grid of digits, nrow per row, black = 0 and white = 1: (N, 784) or (N, 1, 28, 28)."""
-    nrow = checks.positive_int("nrow", nrow)
     grid = image_grid(images, nrow)  # (H, W)
     if ax is None:
         rows, cols = -(-len(images) // nrow), min(nrow, len(images))

@@ -42,7 +42,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 import torch
 
@@ -52,7 +52,8 @@ DATE = "%Y-%m-%dT%H:%M:%SZ"  # date_utc, e.g. 2026-11-27T21:40:05Z
 PACKAGED = Path(__file__).resolve().parent / "benchmark_results"  # a wheel's copy of the files
 CHECKOUT = Path(__file__).resolve().parents[1] / "benchmarks" / "results"  # the repository's
 
-Scalar = str | int | float | bool | None
+Scalar = Union[str, int, float, bool, None]  # noqa: UP007 (a runtime alias, also for Python 3.9)
+SCALARS = (str, int, float, bool, type(None))  # the types a row's value may have
 
 
 def results_dir() -> Path:
@@ -98,7 +99,7 @@ def _check_rows(rows: Any) -> None:
         raise ValueError(f"rows: expected a list of dicts, got {type(rows).__name__}")
     for row in rows:
         for key, value in row.items():
-            if not isinstance(key, str) or not isinstance(value, Scalar):
+            if not isinstance(key, str) or not isinstance(value, SCALARS):
                 raise ValueError(
                     f"rows: expected str keys and str/int/float/bool/None values, "
                     f"got {key!r}: {value!r}"

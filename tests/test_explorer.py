@@ -187,3 +187,15 @@ def test_committed_asset_is_a_small_2d_decoder_that_reproduces_its_reference_ima
         f"{ASSET}: its weights decode its reference z to images up to {difference * 255:.1f}/255"
         " away from the model's own: the exported weights are broken"
     )
+
+
+def test_sliders_and_sample_button_redraw_the_digit():
+    pytest.importorskip("ipywidgets")
+    box = LatentExplorer(vae_2d(), *codes_and_labels()).widget()
+    (plane, digit), (z1, z2, button) = box.children[0].children, box.children[1].children
+    before = (plane.value, digit.value)
+    z1.value = 2.0
+    assert plane.value != before[0] and digit.value != before[1]
+    drawn = digit.value
+    button.click()  # z ~ N(0, I)
+    assert (z1.value, z2.value) != (2.0, 0.0) and digit.value != drawn

@@ -68,6 +68,7 @@ WORDS = [
     r"\ba third of\b",
     r"\b(?:one|three) quarters?\b",
     r"\ba quarter of\b",
+    r"\b(?:one|two|three|four) fifths?\b|\ba (?:fifth|tenth)\b",
     r"\bmajority\b",
     r"\bnone of\b",
     r"\bmostly\b",

@@ -24,7 +24,7 @@ def assert_within_stderr(samples, exact, k=4.0):
     assert ((mean - exact).abs() < k * stderr).all(), (mean, exact, stderr)
 
 
-# E[f(z)] for z ~ N(mu, sigma^2) in closed form, and its gradient (d/dmu, d/dsigma).
+# E[h(z)] for z ~ N(mu, sigma^2) in closed form, and its gradient (d/dmu, d/dsigma).
 EXACT = {
     # E[z^2] = mu^2 + sigma^2
     "square": (lambda z: z**2, lambda m, s: (2 * m, 2 * s)),
@@ -62,7 +62,7 @@ def test_pathwise_samples_are_the_analytic_derivative_along_the_path():
 
 
 def test_score_matches_autograd_of_log_prob():
-    # With f = 1 the estimates are the score itself: compare with autograd on Normal.log_prob.
+    # With h = 1 the estimates are the score itself: compare with autograd on Normal.log_prob.
     d_mu, d_sigma = score_function_gradient(torch.ones_like, MU, SIGMA, 50, generator=gen(4))
     z = MU + SIGMA * torch.randn(50, generator=gen(4), dtype=torch.float64)
     mu = torch.full((50,), MU, dtype=torch.float64, requires_grad=True)
@@ -130,9 +130,9 @@ def test_tensor_parameters_give_one_estimate_per_entry():
         ),
         (
             (lambda z: z.sum(), 0.0, 1.0, 10),
-            "f: expected an elementwise function returning (10,), got ()",
+            "h: expected an elementwise function returning (10,), got ()",
         ),
-        (("sin", 0.0, 1.0, 10), "f: expected a function of z such as torch.sin, got 'sin'"),
+        (("sin", 0.0, 1.0, 10), "h: expected a function of z such as torch.sin, got 'sin'"),
     ],
 )
 def test_bad_inputs_name_expected_and_got(estimator, args, message):

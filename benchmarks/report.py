@@ -58,13 +58,10 @@ def chapter_times_block(result: Result | None, chapters: list[str]) -> str:
             f"{result.path}: no run time for {', '.join(missing)}: "
             "run benchmarks/chapter_times.py again"
         )
-    hw = result.hardware
-    cpu = f"{hw['cpu_cores']}-core {hw['cpu_model']} CPU"
     text = (
-        f"Measured on a {cpu} with no GPU (torch {result.software['torch']}, "
-        f"{result.date_utc[:10]}) by `benchmarks/chapter_times.py`, each chapter run alone in a "
-        "fresh kernel with an empty cache of trained models (`jupyter execute`, kernel start "
-        "included):\n\n"
+        f"Measured by `benchmarks/chapter_times.py` on: {describe(result)}. Each chapter ran "
+        "alone in a fresh kernel with an empty cache of trained models (`jupyter execute`, "
+        "kernel start included):\n\n"
     )
     text += markdown_table(
         ["chapter", *(str(chapter_number(c)) for c in chapters)],

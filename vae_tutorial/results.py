@@ -223,8 +223,10 @@ def describe(result: Result) -> str:
     """The hardware and software in one line, for a table's caption."""
     hw, sw = result.hardware, result.software
     where = f"{hw['gpu']} GPU" if hw.get("gpu") else f"{hw['cpu_model']} CPU"
+    load = hw.get("load_average_1min")
+    busy = "" if load is None else f", load average {load:.1f} at the start"
     return (
-        f"{where}, {hw['cpu_cores']} CPU cores, torch threads: {hw['torch_threads']}; "
+        f"{where}, {hw['cpu_cores']} CPU cores, torch threads: {hw['torch_threads']}{busy}; "
         f"torch {sw['torch']}, Python {sw['python']}; {result.date_utc[:10]}"
     )
 

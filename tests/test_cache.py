@@ -29,6 +29,7 @@ OTHER = {
     "seed": 1,
     "beta": 0.5,
     "warmup_epochs": 3,
+    "free_bits": 0.25,
     "binarize": "none",
     "likelihood": "continuous_bce",
     "train_size": 512,

@@ -60,6 +60,7 @@ def history(epochs: int = 3) -> History:
             train_reconstruction=200 - e,
             train_kl=10 + e,
             train_neg_elbo=210,
+            train_objective=210,
             test_reconstruction=190 - e,
             test_kl=11 + e,
             test_neg_elbo=201,

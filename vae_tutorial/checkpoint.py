@@ -8,7 +8,11 @@ values only, never code. Every file that is not a checkpoint this package can re
 `CheckpointError` (a ValueError) saying what came and what to do.
 
 Each checkpoint carries `version`, the layout of the file. A file without it was written before the
-field existed, in the layout of version 1, and is read as version 1; any other version is refused.
+field existed, in the layout of version 1, and is read as version 1; any version other than 1 and
+`CHECKPOINT_VERSION` is refused. Version 2 added fields to the configs (each off by default) and
+`train_objective` to the history. A version-1 file is read in the current layout: the missing
+config fields take their defaults, which is how it was trained, and `train_objective` is computed
+from what shaped the loss then, reconstruction + beta_e KL per epoch.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import glob
 import os
 import re
 import warnings
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -25,13 +29,12 @@ import torch
 from torch import Tensor, nn
 
 from vae_tutorial.device import pick_device
+from vae_tutorial.elbo import kl_warmup
 from vae_tutorial.models import ModelConfig, build_model
 from vae_tutorial.run import History, TrainConfig
 
-CHECKPOINT_VERSION = (
-    1  # the layout below; bump it when a field is added, renamed or changes meaning
-)
-KEYS = (  # what every version-1 checkpoint holds besides `version`
+CHECKPOINT_VERSION = 2  # the layout below; bump it when a field is added, renamed or redefined
+KEYS = (  # what every checkpoint (versions 1 and 2) holds besides `version`
     "model_config",
     "train_config",
     "model_state",
@@ -158,16 +161,37 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(state, dict):
         raise _refuse(f"{str(path)!r}, which holds a {type(state).__name__}")
     version = state.get("version", 1)
-    if version != CHECKPOINT_VERSION:
+    if version not in (1, CHECKPOINT_VERSION):
         raise CheckpointError(
             f"checkpoint: expected format version {CHECKPOINT_VERSION} (the one this vae_tutorial "
-            f"reads), got version {version!r} in {str(path)!r}; load it with the vae_tutorial "
-            "release that wrote it, or train the model again"
+            f"reads) or 1 (which it upgrades), got version {version!r} in {str(path)!r}; load it "
+            "with the vae_tutorial release that wrote it, or train the model again"
         )
     missing = [key for key in KEYS if key not in state]
     if missing:
         raise _refuse(f"a dict without {', '.join(missing)}")
+    if version == 1:
+        _upgrade_version_1(state)
     return state
+
+
+def _upgrade_version_1(state: dict[str, Any]) -> None:
+    """A version-1 checkpoint in the current layout, in place (see the module docstring)."""
+    for key, config in (("model_config", ModelConfig), ("train_config", TrainConfig)):
+        if isinstance(state[key], dict):  # fields added since: their defaults, which turn them off
+            state[key] = {**{f.name: f.default for f in fields(config)}, **state[key]}
+    history, train = state["history"], state["train_config"]
+    if isinstance(history, dict) and "train_objective" not in history:
+        try:
+            epochs = zip(history["train_reconstruction"], history["train_kl"], strict=True)
+            history["train_objective"] = [
+                # $-\log p(x \mid z) + \beta_e \mathrm{KL}$: the loss of a version-1 run
+                rec + train["beta"] * kl_warmup(e, train["warmup_epochs"]) * kl
+                for e, (rec, kl) in enumerate(epochs)
+            ]
+        except (KeyError, TypeError, ValueError):
+            pass  # not a version-1 history: left as it came
+    state["version"] = CHECKPOINT_VERSION
 
 
 def load_weights(model: nn.Module, weights: dict[str, Tensor], path: str | Path) -> None:

@@ -8,6 +8,11 @@
 checkpoint is refused unless --resume continues it or --overwrite replaces it. `--epochs 0` writes
 the untrained model. Every output path is checked for writing before any work starts.
 
+    torchrun --nproc_per_node=2 -m vae_tutorial train --device cpu    # 2 processes, one model
+
+Under torchrun, --batch-size is the global batch (split among the ranks) and rank 0 writes the
+files; metrics.json records the world size, the nodes and where each rank ran (`distributed`).
+
 Every mistake ends in one line on stderr saying what was expected, what came and what to do: exit
 status 2 for a bad argument (a checkpoint file that is missing, broken or foreign included), 1 for
 a failure (no data, a diverged run, non-finite weights or scores, a full disk); no traceback.
@@ -29,14 +34,15 @@ import torch
 
 from vae_tutorial import checks
 from vae_tutorial.checkpoint import ensure_writable, load_checkpoint
-from vae_tutorial.data import load_mnist
 from vae_tutorial.device import pick_device
+from vae_tutorial.distributed import RankFailed, join, leave
 from vae_tutorial.download import MNISTUnavailable
+from vae_tutorial.elbo import LIKELIHOODS
 from vae_tutorial.evaluate import evaluate_elbo, importance_weighted_bound, nats_to_bits_per_dim
-from vae_tutorial.models import VAE, ModelConfig
+from vae_tutorial.models import CLASSES, VAE, ModelConfig
 from vae_tutorial.plots import show_images
 from vae_tutorial.sampling import sample_prior
-from vae_tutorial.train import TEST_SEED, TrainConfig, TrainingDiverged, fit
+from vae_tutorial.train import TrainConfig, TrainingDiverged, fit, load_test_set
 
 PROG = "python -m vae_tutorial"
 IWAE_BATCH = 100  # test images per importance_weighted_bound call
@@ -87,29 +93,38 @@ def _finite_weights(model: torch.nn.Module, command: str) -> None:
         )
 
 
+def _checkpoint_in(out: Path, resume: bool, overwrite: bool) -> Path:
+    """out/checkpoint.pt, checked for writing; an existing one only with --resume or --overwrite."""
+    checkpoint = ensure_writable(out / "checkpoint.pt", "--out")
+    if checkpoint.exists() and not (resume or overwrite):
+        raise ValueError(
+            f"--out: expected a folder without a checkpoint, got {str(out)!r}, which holds "
+            "checkpoint.pt; pass --resume to continue that run (same settings), --overwrite to "
+            "replace it, or another --out"
+        )
+    return checkpoint
+
+
 def train(args: argparse.Namespace) -> int:
     """Fit a model; write checkpoint.pt, metrics.json and samples.png into --out."""
     model_config = ModelConfig(args.kind, args.arch, args.latent_dim, args.hidden_dim)
     train_config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
     name = args.name or f"{args.kind}-{args.arch}-z{args.latent_dim}"
     out = Path("runs") / name if args.out is None else args.out
-    pick_device(args.device)  # a missing GPU is a bad argument: found before any file is made
-    checkpoint = ensure_writable(out / "checkpoint.pt", "--out")
-    if checkpoint.exists() and not (args.resume or args.overwrite):
-        raise ValueError(
-            f"--out: expected a folder without a checkpoint, got {str(out)!r}, which holds "
-            "checkpoint.pt; pass --resume to continue that run (same settings), --overwrite to "
-            "replace it, or another --out"
-        )
+    device = pick_device(args.device)  # a missing GPU is a bad argument: found before any file
+    world = join(device, backend=args.backend)  # under torchrun: this process's rank of N
+    checkpoint = world.from_main(_checkpoint_in, out, args.resume, args.overwrite)  # rank 0's disk
     result = fit(
         model_config,
         train_config,
-        device=args.device,
+        device=world.device,
         checkpoint_path=checkpoint,
         resume=args.resume,
         overwrite=args.overwrite,
         data_root=args.data_root,
     )
+    if not world.is_main:  # rank 0 writes metrics.json and samples.png
+        return 0
     history = result.history
     test = None
     if history.epochs_done:
@@ -118,6 +133,8 @@ def train(args: argparse.Namespace) -> int:
             "reconstruction_nats": history.test_reconstruction[-1],
             "kl_nats": history.test_kl[-1],
             "bits_per_dim": nats_to_bits_per_dim(history.test_neg_elbo[-1]),
+            "likelihood": history.test_likelihood,  # scored on the model's own terms
+            "test_data": history.test_data,
         }
     metrics = {
         "name": name,
@@ -127,21 +144,30 @@ def train(args: argparse.Namespace) -> int:
         "train_config": asdict(train_config),
         "test": test,
         "history": history.to_dict(),
+        "distributed": result.world.record(),  # world size, nodes, backend, where each rank ran
     }
     (out / "metrics.json").write_text(_json(metrics))
-    samples = sample_prior(result.model, args.samples, seed=args.seed)  # (n, 784)
-    _write_figure(samples, out / "samples.png", f"{name}: decoded z ~ N(0, I)", nrow=8)
+    labels = _sample_labels(result.model, args.samples, None)  # a CVAE: digits 0..9 in turn
+    samples = sample_prior(result.model, args.samples, labels=labels, seed=args.seed)  # (n, 784)
+    title = f"{name}: decoded z ~ N(0, I)" + ("" if labels is None else ", y = 0..9 by column")
+    _write_figure(samples, out / "samples.png", title, nrow=8 if labels is None else CLASSES)
     if test is None:
         summary = f"0 epochs: the untrained model (score it with `{PROG} evaluate`)"
     else:
         summary = f"test -ELBO {test['neg_elbo_nats']:.2f} nats per example"
+    if result.world.size > 1:
+        summary += f", trained by {result.world.size} processes on {result.world.nodes} node(s)"
     print(f"{name}: {summary}; wrote checkpoint.pt, metrics.json, samples.png to {out}")
     return 0
 
 
 def evaluate(args: argparse.Namespace) -> int:
-    """Score a checkpoint on the binarized test set: -ELBO, bits/dim, and -L_k with --k."""
-    model = load_checkpoint(args.checkpoint, args.device).model
+    """Score a checkpoint on its own terms: -ELBO, bits/dim, and -L_k with --k.
+
+    With the likelihood it was trained with, on the test images it models (grey, or binarized).
+    """
+    saved = load_checkpoint(args.checkpoint, args.device)
+    model, config = saved.model, saved.train_config
     if not isinstance(model, VAE):
         raise ValueError(
             f"evaluate: expected a VAE checkpoint, got kind={model.config.kind!r}; an autoencoder "
@@ -151,12 +177,16 @@ def evaluate(args: argparse.Namespace) -> int:
     if args.out is not None:
         ensure_writable(args.out, "--out")
     device = next(model.parameters()).device
-    images, _ = load_mnist(
-        "test", root=args.data_root, device=device, binarize="static", seed=TEST_SEED
+    images, test_labels = load_test_set(config, root=args.data_root, device=device)
+    labels = test_labels if model.config.kind == "cvae" else None  # a CVAE bounds log p(x|y)
+    scores = evaluate_elbo(
+        model, images, labels=labels, seed=args.seed, likelihood=config.likelihood
     )
-    scores = evaluate_elbo(model, images, seed=args.seed)
     metrics = {
         "checkpoint": str(args.checkpoint),
+        "bound_on": "log p(x)" if labels is None else "log p(x|y)",
+        "likelihood": config.likelihood,
+        "test_data": config.test_data,
         "test_images": len(images),
         "neg_elbo_nats": scores["neg_elbo"],
         "reconstruction_nats": scores["reconstruction"],
@@ -166,9 +196,15 @@ def evaluate(args: argparse.Namespace) -> int:
     if args.k is not None:
         generator = torch.Generator(device=device).manual_seed(args.seed)
         subset = images[: args.iwae_images]  # L_k costs k decoder passes per image
+        parts = subset.split(IWAE_BATCH)
+        label_parts = (
+            [None] * len(parts) if labels is None else labels[: len(subset)].split(IWAE_BATCH)
+        )
         bounds = [
-            importance_weighted_bound(model, x, args.k, generator=generator)  # (batch,)
-            for x in subset.split(IWAE_BATCH)
+            importance_weighted_bound(
+                model, x, args.k, generator=generator, likelihood=config.likelihood, labels=y
+            )  # (batch,)
+            for x, y in zip(parts, label_parts, strict=True)
         ]
         neg_bound = -torch.cat(bounds).mean().item()  # $-\mathcal L_k \ge -\log p(x)$
         metrics.update(
@@ -190,13 +226,33 @@ def evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sample_labels(model: torch.nn.Module, n: int, chosen: list[int] | None) -> torch.Tensor | None:
+    """The digit of each of n samples: None for an unconditional model; for a CVAE the chosen
+    digits in turn (default 0..9). Chosen digits for an unconditional model: ValueError."""
+    conditional = model.config.kind == "cvae"
+    if chosen is not None and not conditional:
+        raise ValueError(
+            f"--label: expected a conditional model (kind 'cvae'), got kind="
+            f"{model.config.kind!r}, which takes no label; drop --label, or train --kind cvae"
+        )
+    if not conditional:
+        return None
+    digits = torch.tensor(list(range(CLASSES)) if chosen is None else chosen)  # (L,)
+    device = next(model.parameters()).device
+    return digits.repeat(-(-n // len(digits)))[:n].to(device)  # (n,), the digits in turn
+
+
 def sample(args: argparse.Namespace) -> int:
-    """Decode z ~ N(0, I) from a checkpoint's model into a PNG grid."""
+    """Decode z ~ N(0, I) from a checkpoint's model into a PNG grid; a CVAE's digits: --label."""
     model = load_checkpoint(args.checkpoint, args.device).model
+    labels = _sample_labels(model, args.n, args.label)
     _finite_weights(model, "sample")
     ensure_writable(args.out, "--out")
-    samples = sample_prior(model, args.n, seed=args.seed)  # (n, 784)
-    _write_figure(samples, args.out, f"Samples from {args.checkpoint.parent.name}", args.nrow)
+    samples = sample_prior(model, args.n, labels=labels, seed=args.seed)  # (n, 784)
+    title = f"Samples from {args.checkpoint.parent.name}"
+    if labels is not None:
+        title += f", y = {', '.join(map(str, args.label or range(CLASSES)))} in turn"
+    _write_figure(samples, args.out, title, args.nrow)
     print(f"wrote {args.n} samples to {args.out}")
     return 0
 
@@ -220,6 +276,13 @@ def _int_at_least(low: int) -> Callable[[str], int]:
 _positive, _natural = _int_at_least(1), _int_at_least(0)
 
 
+def _digit(text: str) -> int:
+    """An argparse type: a digit label 0..9."""
+    if text not in {str(d) for d in range(CLASSES)}:
+        raise argparse.ArgumentTypeError(f"expected a digit label 0..9, got {text!r}")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser with its three subcommands."""
     parser = _Parser(prog=PROG, description="Train, evaluate and sample VAEs on MNIST.")
@@ -235,7 +298,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--name", help="run name (default: KIND-ARCH-zLATENT)")
     t.add_argument("--out", type=Path, help="output folder (default: runs/NAME)")
-    t.add_argument("--kind", choices=("vae", "ae"), default="vae", help="default: %(default)s")
+    t.add_argument(
+        "--kind",
+        choices=("vae", "ae", "cvae"),
+        default="vae",
+        help="cvae: conditioned on the digit label (default: %(default)s)",
+    )
     t.add_argument("--arch", choices=("mlp", "conv"), default="mlp", help="default: %(default)s")
     t.add_argument("--latent-dim", type=int, default=20, help="D, the size of z: %(default)s")
     t.add_argument("--hidden-dim", type=int, default=400, help="H, hidden width: %(default)s")
@@ -245,11 +313,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--beta", type=float, default=1.0, help="KL weight, 1 = the ELBO: %(default)s")
     t.add_argument("--warmup-epochs", type=int, default=0, help="KL warm-up epochs (0 = off)")
     t.add_argument(
+        "--free-bits", type=float, default=0.0, help="lambda, free nats per latent (0 = off)"
+    )
+    t.add_argument(
+        "--iwae-k", type=int, default=1, help="train on L_k with k samples (1 = the ELBO)"
+    )
+    t.add_argument(
         "--binarize", choices=("dynamic", "none"), default="dynamic", help="default: %(default)s"
     )
     t.add_argument(
         "--likelihood",
-        choices=("bernoulli", "continuous_bce"),
+        choices=LIKELIHOODS,
         default="bernoulli",
         help="%(default)s",
     )
@@ -260,6 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
     again.add_argument("--resume", action="store_true", help="continue --out/checkpoint.pt, if any")
     again.add_argument("--overwrite", action="store_true", help="replace --out/checkpoint.pt")
     t.add_argument("--samples", type=_positive, default=64, help="samples in samples.png")
+    t.add_argument(
+        "--backend", choices=("gloo", "nccl"), help="under torchrun: gloo (CPU) or nccl (CUDA)"
+    )
     t.set_defaults(run=train, parser=t)
 
     e = commands.add_parser(
@@ -278,6 +355,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n", type=_positive, default=64, help="number of samples")
     s.add_argument("--nrow", type=_positive, default=8, help="samples per row")
     s.add_argument("--out", type=Path, default=Path("samples.png"), help="PNG file")
+    s.add_argument(
+        "--label",
+        type=_digit,
+        nargs="+",
+        default=None,
+        help="a cvae's digit(s) 0-9, used in turn (default: 0..9); refused for other kinds",
+    )
     s.set_defaults(run=sample, parser=s)
     return parser
 
@@ -290,9 +374,15 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args)
     except ValueError as error:  # CheckpointError included: a file that is not a checkpoint
         args.parser.error(str(error))
-    except (TrainingDiverged, MNISTUnavailable, CommandFailed, OSError) as error:
+    except (TrainingDiverged, MNISTUnavailable, CommandFailed, OSError, RankFailed) as error:
         print(f"{prog}: error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 1
+    except torch.distributed.DistError as error:  # a collective inside DDP's backward
+        text = " ".join(str(error).split())[:200]
+        print(f"{prog}: error: lost the other ranks ({text}); one died or stalled", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; any checkpoint written so far is whole", file=sys.stderr)
         return 130
+    finally:
+        leave()  # the process group, if torchrun's ranks joined one

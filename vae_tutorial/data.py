@@ -50,7 +50,13 @@ def load_mnist(
 
 
 class Batches:
-    """Shuffled mini-batches of tensors on their device: no DataLoader, no PIL, no host copies."""
+    """Shuffled mini-batches of tensors on their device: no DataLoader, no PIL, no host copies.
+
+    Under data parallelism (world_size = N > 1) batch_size is the global batch B: every rank draws
+    the same shuffled order and binarization, and yields rows rank * B/N .. (rank + 1) * B/N of each
+    global batch, so the ranks' shards are disjoint and together are the single-process batches.
+    The last partial global batch is dropped (drop_last=True), so every rank takes len() steps.
+    """
 
     def __init__(
         self,
@@ -62,6 +68,8 @@ class Batches:
         seed: int = 0,
         binarize: str = "none",
         drop_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         checks.tensor("images", images, "(N, ...)")
         checks.tensor("labels", labels, "(N,)")
@@ -86,6 +94,21 @@ class Batches:
                 f"Batches: expected batch_size <= {len(images)} examples with drop_last=True, "
                 f"got {self.batch_size}, which gives no batch at all; lower batch_size"
             )
+        self.world_size = checks.positive_int("world_size", world_size)
+        self.rank = checks.int_at_least("rank", rank, 0)
+        if self.rank >= self.world_size:
+            raise ValueError(f"Batches: expected rank < world_size = {world_size}, got rank={rank}")
+        if self.batch_size % self.world_size:
+            raise ValueError(
+                f"Batches: expected a global batch_size divisible by world_size = {world_size} "
+                f"(B/N examples per rank), got batch_size={batch_size}; pick a multiple of "
+                f"{world_size}, or another number of processes"
+            )
+        if self.world_size > 1 and not self.drop_last:
+            raise ValueError(
+                "Batches: expected drop_last=True with world_size > 1, got drop_last=False; a last "
+                "partial batch would give the ranks unequal shards"
+            )
         # Once, here: a host sync per batch would stall the GPU.
         checks.unit_interval("images", images)
         self.images, self.labels = images, labels
@@ -108,4 +131,8 @@ class Batches:
             if self.binarize == "dynamic":
                 # a fresh x ~ Bernoulli(pixel) each pass
                 x = torch.bernoulli(x, generator=self.generator)
+            if self.world_size > 1:  # this rank's rows of the global batch, (B/N, ...)
+                local = self.batch_size // self.world_size
+                shard = slice(self.rank * local, (self.rank + 1) * local)
+                x, index = x[shard], index[shard]
             yield x, self.labels[index]

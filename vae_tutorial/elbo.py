@@ -45,6 +45,22 @@ $\ell = 0$, $\int_0^1 e^{x \log\frac12 + (1 - x)\log\frac12} dx = \frac12$, not 
 not log-likelihoods and cannot be compared with one (Loaiza-Ganem and Cunningham 2019).
 `bernoulli_log_likelihood` therefore refuses non-binary $x$; `continuous_bce` computes it by name.
 
+## The continuous Bernoulli (Loaiza-Ganem and Cunningham 2019)
+
+Dividing by that integral makes it a density on $[0, 1]$: with $\lambda = \mathrm{sigmoid}(\ell)$,
+
+$$\log p(x \mid \lambda) = x \log\lambda + (1 - x)\log(1 - \lambda) + \log C(\lambda),
+\qquad C(\lambda) = \frac{2 \operatorname{artanh}(1 - 2\lambda)}{1 - 2\lambda},
+\quad C(\tfrac12) = 2.$$
+
+From the logits, $1 - 2\lambda = -\tanh\frac{\ell}{2}$ and $\operatorname{artanh}(1 - 2\lambda) =
+-\frac{\ell}{2}$, so
+$C = \ell / \tanh\frac{\ell}{2} = |\ell|\,\frac{1 + e^{-|\ell|}}{1 - e^{-|\ell|}}$:
+no overflow at the extremes, and a Taylor series near $\ell = 0$ ($\lambda = \frac12$), where the
+closed form is $0/0$. Its log-densities can be positive (a density, not a probability), so its
+nats are not comparable with those of a model of binary images. Its mean is not $\lambda$:
+$\mathbb E[x] = \frac{1}{1 - e^{-\ell}} - \frac{1}{\ell}$ (`continuous_bernoulli_mean`).
+
 With `check=True` (the default) every function here also refuses non-finite inputs and reads its
 inputs back to do so (a GPU sync); the training loop passes `check=False`.
 
@@ -53,18 +69,31 @@ inputs back to do so (a GPU sync); the training loop passes `check=False`.
 $-\log p_\theta(x \mid z) + \beta\, \mathrm{KL}$ is the $\beta$-VAE loss (Higgins et al. 2017);
 $\beta = 1$ is the negative ELBO. A warm-up raises $\beta$ linearly from $1/E_w$ to 1 over the first
 $E_w$ epochs, so the decoder learns to use $z$ before the KL pulls $q$ onto the prior.
+
+## Free bits (Kingma et al. 2016)
+
+Free bits leave each latent dimension $\lambda$ nats of KL that cost nothing: with the
+batch-mean KL of dimension $j$, $\overline{\mathrm{KL}}_j = \frac1B \sum_b \mathrm{KL}_{bj}$, the
+KL term of the loss becomes $\sum_j \max(\lambda, \overline{\mathrm{KL}}_j)$. A dimension below
+$\lambda$ gets no gradient from the KL, so the prior cannot pull it shut; one above gets the usual
+gradient. It shapes the objective only: the ELBO itself keeps the whole KL.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from vae_tutorial import checks
 
-LIKELIHOODS = ("bernoulli", "continuous_bce")
+LIKELIHOODS = ("bernoulli", "continuous_bce", "continuous_bernoulli")
+# |logits| below which the continuous Bernoulli uses its Taylor series (truncation error < 1e-12)
+TAYLOR_BELOW = 0.1
 
 
 def _finite(fn: str, **tensors: Tensor) -> None:
@@ -92,6 +121,60 @@ def continuous_bce(logits: Tensor, x: Tensor, *, check: bool = True) -> Tensor:
         checks.unit_interval("continuous_bce: x", x)
     # $-\sum_i \mathrm{BCEWithLogits}(\ell_i, x_i)$ on grey levels: unnormalised on $[0, 1]^P$
     return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)  # (B,)
+
+
+def continuous_bernoulli_log_norm(logits: Tensor, *, check: bool = True) -> Tensor:
+    """log C(lambda), lambda = sigmoid(logits), elementwise: (..., P) -> (..., P) nats."""
+    checks.tensor("continuous_bernoulli_log_norm: logits", logits)
+    checks.floating("continuous_bernoulli_log_norm: logits", logits)
+    if check:
+        _finite("continuous_bernoulli_log_norm", logits=logits)
+    a = logits.abs()
+    near = a < TAYLOR_BELOW
+    a_far = torch.where(near, TAYLOR_BELOW, a)  # keeps the unused branch (and its gradient) finite
+    # $\log C = \log|\ell| + \log(1 + e^{-|\ell|}) - \log(1 - e^{-|\ell|})$
+    closed = a_far.log() + torch.log1p(torch.exp(-a_far)) - torch.log(-torch.expm1(-a_far))
+    s = logits.square()
+    # $\log C = \log 2 + \frac{\ell^2}{12} - \frac{7\ell^4}{1440} + \frac{31\ell^6}{90720}$
+    taylor = math.log(2) + s * (1 / 12 + s * (-7 / 1440 + s * (31 / 90720)))
+    return torch.where(near, taylor, closed)
+
+
+def continuous_bernoulli_log_likelihood(logits: Tensor, x: Tensor, *, check: bool = True) -> Tensor:
+    """log p(x|z) of grey x in [0, 1] under the continuous Bernoulli: (B, P) -> (B,) nats."""
+    checks.same_shape("continuous_bernoulli_log_likelihood", ("logits", "x"), logits, x)
+    if check:
+        _finite("continuous_bernoulli_log_likelihood", logits=logits)
+        checks.unit_interval("continuous_bernoulli_log_likelihood: x", x)
+    # $x \log\lambda + (1 - x) \log(1 - \lambda) = -\mathrm{BCEWithLogits}(\ell, x)$
+    unnormalised = -F.binary_cross_entropy_with_logits(logits, x, reduction="none")
+    # $\log p(x \mid \lambda) = \sum_i \big[x_i \log\lambda_i + (1 - x_i)\log(1 - \lambda_i)
+    # + \log C(\lambda_i)\big]$
+    return (unnormalised + continuous_bernoulli_log_norm(logits, check=False)).sum(-1)  # (B,)
+
+
+def continuous_bernoulli_mean(logits: Tensor) -> Tensor:
+    """E[x] of the continuous Bernoulli, lambda = sigmoid(logits), elementwise (not lambda)."""
+    checks.tensor("continuous_bernoulli_mean: logits", logits)
+    checks.floating("continuous_bernoulli_mean: logits", logits)
+    near = logits.abs() < TAYLOR_BELOW
+    far = torch.where(near, TAYLOR_BELOW, logits)
+    # $\mathbb E[x] = \frac{1}{1 - e^{-\ell}} - \frac{1}{\ell}$
+    closed = -1 / torch.expm1(-far) - 1 / far
+    # $\mathbb E[x] = \frac12 + \frac{\ell}{12} - \frac{\ell^3}{720} + \frac{\ell^5}{30240}$
+    s = logits.square()
+    taylor = 0.5 + logits * (1 / 12 + s * (-1 / 720 + s / 30240))
+    return torch.where(near, taylor, closed)
+
+
+def log_likelihood(likelihood: str) -> Callable[..., Tensor]:
+    """The log p(x|z) that a likelihood names: a function (logits, x, *, check) -> (B,) nats."""
+    checks.one_of("likelihood", likelihood, LIKELIHOODS)
+    return {
+        "bernoulli": bernoulli_log_likelihood,
+        "continuous_bce": continuous_bce,
+        "continuous_bernoulli": continuous_bernoulli_log_likelihood,
+    }[likelihood]
 
 
 def kl_per_dimension(mu: Tensor, logvar: Tensor, *, check: bool = True) -> Tensor:
@@ -136,9 +219,8 @@ def elbo_terms(
             "elbo_terms: expected logits and mu with the same batch shape, "
             f"got {tuple(logits.shape)} and {tuple(mu.shape)}"
         )
-    log_lik = bernoulli_log_likelihood if likelihood == "bernoulli" else continuous_bce
     # $\log p_\theta(x \mid z)$, (B,)
-    reconstruction = log_lik(logits, x, check=check)
+    reconstruction = log_likelihood(likelihood)(logits, x, check=check)
     # $\mathrm{KL}(q_\phi(z \mid x) \,\|\, p(z))$, (B,)
     kl = kl_to_standard_normal(mu, logvar, check=check)
     # $\mathrm{ELBO} = \log p_\theta(x \mid z) - \mathrm{KL}$
@@ -170,3 +252,21 @@ def kl_warmup(epoch: int, warmup_epochs: int) -> float:
         return 1.0
     # $\beta_e = \min\big(1, \frac{e + 1}{E_w}\big)$
     return min(1.0, (epoch + 1) / warmup_epochs)
+
+
+def free_bits_kl(kl: Tensor, free_bits: float, *, check: bool = True) -> Tensor:
+    """The free-bits KL term, sum_j max(lambda, batch-mean KL_j): kl (B, D) -> scalar, nats."""
+    checks.tensor("free_bits_kl: kl", kl, "(B, D)")
+    if kl.ndim != 2:
+        raise ValueError(
+            f"free_bits_kl: expected the KL per example and latent dimension, (B, D), got shape "
+            f"{tuple(kl.shape)}; pass kl_per_dimension(mu, logvar), not a KL summed over dimensions"
+        )
+    checks.floating("free_bits_kl: kl", kl)
+    free_bits = checks.real(
+        "free_bits_kl: free_bits", free_bits, low=0.0, fix="lambda in nats per latent dimension"
+    )
+    if check:
+        _finite("free_bits_kl", kl=kl)
+    # $\sum_j \max\big(\lambda, \frac1B \sum_b \mathrm{KL}_{bj}\big)$
+    return kl.mean(0).clamp(min=free_bits).sum()

@@ -9,6 +9,11 @@ is $\log p_\theta(x \mid \mu)$, not $\mathbb E_q[\log p_\theta(x \mid z)]$.
 In bits per dimension, $\mathrm{bpd} = \frac{-\mathrm{ELBO}}{P \ln 2}$ with $P = 784$: nats to bits,
 per pixel.
 
+A model is scored on its own terms: `likelihood` is the one it was trained with, and the images
+are of the kind it models (`train.load_test_set`: grey for a model of grey pixels, the
+static-binarized test set for a Bernoulli one). Scores of different likelihoods or data are not
+comparable: a density on $[0, 1]^P$ is not a probability on $\{0, 1\}^P$.
+
 ## The importance-weighted bound (Burda, Grosse and Salakhutdinov 2016)
 
 With $k$ draws $z_i \sim q_\phi(z \mid x)$ and weights
@@ -39,6 +44,10 @@ $q(z_u \mid x) \approx p(z_u)$ for every $x$, and its KL per latent is close to 
 
 Every function refuses a model with NaN or inf weights (a diverged run) before it computes
 anything, rather than return NaN.
+
+A conditional VAE (`CVAE`) takes the images' digit labels, `labels=` (N,) int64: its ELBO and
+$\mathcal L_k$ then bound $\log p_\theta(x \mid y)$, with $q_\phi(z \mid x, y)$ and
+$p_\theta(x \mid z, y)$ in place of $q_\phi(z \mid x)$ and $p_\theta(x \mid z)$.
 """
 
 from __future__ import annotations
@@ -50,8 +59,8 @@ import torch
 from torch import Tensor
 
 from vae_tutorial import checks
-from vae_tutorial.elbo import bernoulli_log_likelihood, elbo_terms, kl_per_dimension
-from vae_tutorial.models import VAE, Autoencoder, check_model
+from vae_tutorial.elbo import LIKELIHOODS, elbo_terms, kl_per_dimension, log_likelihood
+from vae_tutorial.models import VAE, Autoencoder, check_model, label_args
 
 # Decoder rows per chunk of importance_weighted_bound: about 100 MB of float32 logits.
 ROWS_PER_CHUNK = 32768
@@ -72,6 +81,14 @@ def _batches(images: Tensor, batch_size: int) -> Iterator[Tensor]:
         yield images[start : start + batch_size]
 
 
+def _label_batches(
+    conditions: tuple[Tensor, ...], n: int, batch_size: int
+) -> Iterator[tuple[Tensor, ...]]:
+    """The label arguments (`label_args`) sliced like `_batches`: () for unconditional models."""
+    for start in range(0, n, batch_size):
+        yield tuple(t[start : start + batch_size] for t in conditions)
+
+
 def nats_to_bits_per_dim(nats: float | Tensor, dims: int = 784) -> float | Tensor:
     """Nats per example -> bits per dimension: nats / (dims ln 2)."""
     dims = checks.positive_int("dims", dims)
@@ -84,20 +101,30 @@ def evaluate_elbo(
     model: VAE,
     images: Tensor,
     *,
+    labels: Tensor | None = None,
     batch_size: int = 1000,
     seed: int = 0,
     likelihood: str = "bernoulli",
 ) -> dict[str, float]:
-    """Mean one-sample ELBO terms over images (N, 784), z ~ q(z|x) seeded: nats per example."""
+    """Mean one-sample ELBO terms over images (N, 784), z ~ q(z|x) seeded: nats per example.
+
+    A CVAE needs the images' labels (N,): its conditional ELBO bounds log p(x|y).
+
+    likelihood: the one the model was trained with (TrainConfig.likelihood), on the data it models
+    (`train.load_test_set`).
+    """
+    checks.one_of("likelihood", likelihood, LIKELIHOODS)
     check_model("evaluate_elbo", model)
     _check_images("evaluate_elbo", images)
+    conditions = label_args("evaluate_elbo", model, labels, len(images))  # (labels,) or ()
     checks.positive_int("batch_size", batch_size)
     seed = checks.int_at_least("seed", seed, 0)
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
     sums = torch.zeros(2, dtype=torch.float64, device=device)  # (-sum log p(x|z), sum KL)
-    for x in _batches(images, batch_size):
-        logits, mu, logvar, _ = model(x, generator=generator)  # z ~ q(z|x), not z = mu
+    labelled = _label_batches(conditions, len(images), batch_size)
+    for x, y in zip(_batches(images, batch_size), labelled, strict=True):
+        logits, mu, logvar, _ = model(x, *y, generator=generator)  # z ~ q(z|x), not z = mu
         terms = elbo_terms(logits, x.reshape(len(x), -1), mu, logvar, likelihood=likelihood)
         sums += torch.stack([-terms.reconstruction.sum(), terms.kl.sum()]).double()
     # $-\mathbb E_q \log p_\theta(x \mid z)$ and $\mathrm{KL}$, means over the images
@@ -119,25 +146,41 @@ def _log_weights(
     logvar: Tensor,
     k: int,
     generator: torch.Generator | None,
+    likelihood: str = "bernoulli",
+    conditions: tuple[Tensor, ...] = (),
 ) -> Tensor:
-    """log w_i = log p(x, z_i) - log q(z_i|x): x (B, 784), mu, logvar (B, D) -> (k, B) nats."""
+    """log w_i = log p(x, z_i) - log q(z_i|x): x (B, 784), mu, logvar (B, D) -> (k, B) nats.
+
+    conditions: a CVAE's labels (B,), as `label_args` gives them; then p(x|z_i,y), q(z_i|x,y).
+    """
     eps = torch.randn((k, *mu.shape), generator=generator, device=mu.device, dtype=mu.dtype)
     z = mu + torch.exp(0.5 * logvar) * eps  # $z_i = \mu + \sigma \odot \epsilon_i$, (k, B, D)
-    logits = model.decode(z.flatten(0, 1), check=False).unflatten(0, (k, -1))  # (k, B, 784)
-    log_px_z = bernoulli_log_likelihood(logits, x.expand_as(logits), check=False)  # (k, B)
+    y = (t.repeat(k) for t in conditions)  # row i * B + b of z.flatten(0, 1) has label b: (k B,)
+    logits = model.decode(z.flatten(0, 1), *y, check=False).unflatten(0, (k, -1))  # (k, B, 784)
+    log_lik = log_likelihood(likelihood)
+    log_px_z = log_lik(logits, x.expand_as(logits), check=False)  # $\log p(x \mid z_i)$, (k, B)
     # $\log p(z) - \log q(z \mid x) = \frac12 \sum_j (\epsilon_j^2 - z_j^2 + \log\sigma_j^2)$
     log_pz_minus_log_q = 0.5 * (eps.pow(2) - z.pow(2) + logvar).sum(-1)  # (k, B)
     return log_px_z + log_pz_minus_log_q
 
 
-def _encode_binary(fn: str, model: VAE, x: Tensor, check: bool) -> tuple[Tensor, Tensor, Tensor]:
-    """mu, logvar (B, D) and flat x (B, 784); model, x checked (binary) once if check."""
+def _encode_checked(
+    fn: str, model: VAE, x: Tensor, check: bool, likelihood: str, labels: Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor, tuple[Tensor, ...]]:
+    """mu, logvar (B, D), flat x (B, 784) and the label arguments (a CVAE's (labels,), else ()).
+
+    Model, x and labels are checked once if check (x binary for Bernoulli).
+    """
+    checks.one_of("likelihood", likelihood, LIKELIHOODS)
     check_model(fn, model, weights=check)
-    mu, logvar = model.encode(x, check=check)  # (B, D) each
+    checks.tensor(f"{fn}: x", x, "(B, 784)")
+    conditions = label_args(fn, model, labels, len(x), check=check)  # (labels,) or ()
+    mu, logvar = model.encode(x, *conditions, check=check)  # (B, D) each, x checked in [0, 1]
     x = x.reshape(len(x), -1)  # (B, 784)
-    if check:
-        checks.binary(f"{fn}: x", x, "binarize x: L_k bounds the Bernoulli log-likelihood")
-    return mu, logvar, x
+    if check and likelihood == "bernoulli":
+        fix = "binarize x, or pass the likelihood the model was trained with for grey x"
+        checks.binary(f"{fn}: x", x, fix)
+    return mu, logvar, x, conditions
 
 
 def log_importance_weights(
@@ -147,11 +190,17 @@ def log_importance_weights(
     *,
     generator: torch.Generator | None = None,
     check: bool = True,
+    likelihood: str = "bernoulli",
+    labels: Tensor | None = None,
 ) -> Tensor:
-    """log p(x, z_i) - log q(z_i|x), z_i ~ q(z|x), differentiable: x (B, 784) -> (k, B) nats."""
+    """log p(x, z_i) - log q(z_i|x), z_i ~ q(z|x), differentiable: x (B, 784) -> (k, B) nats.
+
+    A CVAE needs labels (B,): then log p(x, z_i | y) - log q(z_i | x, y).
+    """
     k = checks.positive_int("k", k)
-    mu, logvar, x = _encode_binary("log_importance_weights", model, x, check)
-    return _log_weights(model, x, mu, logvar, k, generator)
+    fn = "log_importance_weights"
+    mu, logvar, x, y = _encode_checked(fn, model, x, check, likelihood, labels)
+    return _log_weights(model, x, mu, logvar, k, generator, likelihood, y)
 
 
 @torch.no_grad()
@@ -163,55 +212,95 @@ def importance_weighted_bound(
     chunk: int | None = None,
     generator: torch.Generator | None = None,
     check: bool = True,
+    likelihood: str = "bernoulli",
+    labels: Tensor | None = None,
 ) -> Tensor:
-    """L_k = log (1/k) sum_i w_i, chunk samples per decoder call: x (B, 784) -> (B,) nats."""
+    """L_k = log (1/k) sum_i w_i, chunk samples per decoder call: x (B, 784) -> (B,) nats.
+
+    likelihood: the one the model was trained with (TrainConfig.likelihood), on the data it models.
+    A CVAE needs labels (B,): its L_k bounds log p(x|y).
+    """
     k = checks.positive_int("k", k)
-    mu, logvar, x = _encode_binary("importance_weighted_bound", model, x, check)
+    fn = "importance_weighted_bound"
+    mu, logvar, x, y = _encode_checked(fn, model, x, check, likelihood, labels)
     chunk = max(1, ROWS_PER_CHUNK // max(1, len(x))) if chunk is None else chunk
     chunk = checks.positive_int("chunk", chunk)
     # $\log \sum_i w_i$ over the chunks so far, (B,)
     log_sum_w = torch.full_like(mu[:, 0], -math.inf)
     for start in range(0, k, chunk):
-        log_w = _log_weights(model, x, mu, logvar, min(chunk, k - start), generator)
+        draws = min(chunk, k - start)
+        log_w = _log_weights(model, x, mu, logvar, draws, generator, likelihood, y)  # (draws, B)
         log_sum_w = torch.logaddexp(log_sum_w, torch.logsumexp(log_w, 0))  # $\log(e^a + e^b)$
     return log_sum_w - math.log(k)  # $\mathcal L_k = \log \frac1k \sum_i w_i$
 
 
-def _encoded(model: VAE | Autoencoder, images: Tensor, batch_size: int) -> Iterator[Tensor]:
-    """The encoder's outputs batch by batch: (mu, logvar) for a VAE, z for an autoencoder."""
-    for x in _batches(images, batch_size):
-        yield model.encode(x)
+def _encoded(
+    model: VAE | Autoencoder,
+    images: Tensor,
+    batch_size: int,
+    conditions: tuple[Tensor, ...] = (),
+) -> Iterator[Tensor]:
+    """The encoder's outputs batch by batch: (mu, logvar) for a VAE, z for an autoencoder.
+
+    conditions: a CVAE's labels (N,), as `label_args` gives them; () for other models.
+    """
+    labels = _label_batches(conditions, len(images), batch_size)
+    for x, y in zip(_batches(images, batch_size), labels, strict=True):
+        yield model.encode(x, *y)
 
 
 @torch.no_grad()
-def encode_dataset(model: VAE | Autoencoder, images: Tensor, batch_size: int = 1000) -> Tensor:
-    """Latent means E_q[z] (a VAE's mu, an autoencoder's z) of images (N, 784): (N, D)."""
+def encode_dataset(
+    model: VAE | Autoencoder,
+    images: Tensor,
+    batch_size: int = 1000,
+    *,
+    labels: Tensor | None = None,
+) -> Tensor:
+    """Latent means E_q[z] (a VAE's mu, an autoencoder's z) of images (N, 784): (N, D).
+
+    A CVAE needs the labels (N,): the means of q(z|x,y).
+    """
     check_model("encode_dataset", model, vae=False)
     _check_images("encode_dataset", images)
-    means = [
-        out[0] if isinstance(model, VAE) else out for out in _encoded(model, images, batch_size)
-    ]
+    conditions = label_args("encode_dataset", model, labels, len(images))  # (labels,) or ()
+    encoded = _encoded(model, images, batch_size, conditions)
+    means = [out[0] if isinstance(model, VAE) else out for out in encoded]
     return torch.cat(means)  # (N, D)
 
 
 @torch.no_grad()
-def kl_per_latent(model: VAE, images: Tensor, *, batch_size: int = 1000) -> Tensor:
-    """Mean over images of KL(q(z_j|x) || N(0, 1)) for each latent dimension j: (D,) nats."""
+def kl_per_latent(
+    model: VAE, images: Tensor, *, labels: Tensor | None = None, batch_size: int = 1000
+) -> Tensor:
+    """Mean over images of KL(q(z_j|x) || N(0, 1)) for each latent dimension j: (D,) nats.
+
+    A CVAE needs the labels (N,): the KL of q(z_j|x,y).
+    """
     check_model("kl_per_latent", model)
     _check_images("kl_per_latent", images)
-    total = sum(
-        kl_per_dimension(mu, logvar).sum(0) for mu, logvar in _encoded(model, images, batch_size)
-    )
+    conditions = label_args("kl_per_latent", model, labels, len(images))  # (labels,) or ()
+    encoded = _encoded(model, images, batch_size, conditions)
+    total = sum(kl_per_dimension(mu, logvar).sum(0) for mu, logvar in encoded)
     return total / len(images)  # $\frac1N \sum_n \mathrm{KL}_j(x_n)$, (D,)
 
 
 def active_units(
-    model: VAE, images: Tensor, threshold: float = 0.01, *, batch_size: int = 1000
+    model: VAE,
+    images: Tensor,
+    threshold: float = 0.01,
+    *,
+    labels: Tensor | None = None,
+    batch_size: int = 1000,
 ) -> tuple[int, Tensor]:
-    """Count of latents with Var_x(E_q[z_u]) > threshold, and the variances (D,)."""
+    """Count of latents with Var_x(E_q[z_u]) > threshold, and the variances (D,).
+
+    A CVAE needs the labels (N,): then E_q[z_u] is the mean of q(z|x,y).
+    """
     check_model("active_units", model)
     _check_images("active_units", images, at_least=2)
     threshold = checks.real("threshold", threshold, low=0.0)
-    mu = encode_dataset(model, images, batch_size)  # $\mathbb E_{q(z \mid x_n)}[z]$, (N, D)
+    # $\mathbb E_{q(z \mid x_n)}[z]$, (N, D)
+    mu = encode_dataset(model, images, batch_size, labels=labels)
     variances = mu.var(0)  # $A_u = \mathrm{Cov}_x(\mathbb E_q[z_u])$, the diagonal, (D,)
     return int((variances > threshold).sum()), variances

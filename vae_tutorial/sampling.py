@@ -33,41 +33,67 @@ from torch import Tensor
 
 from vae_tutorial import checks
 from vae_tutorial.evaluate import encode_dataset
-from vae_tutorial.models import PIXELS, VAE, Autoencoder, check_model, reparameterize
+from vae_tutorial.models import (
+    PIXELS,
+    VAE,
+    Autoencoder,
+    check_model,
+    label_args,
+    reparameterize,
+)
 
 
 @torch.no_grad()
-def sample_prior(model: VAE | Autoencoder, n: int, *, seed: int = 0) -> Tensor:
-    """Decoded draws z ~ N(0, I) with a seeded generator: pixel means (n, 784) in (0, 1)."""
+def sample_prior(
+    model: VAE | Autoencoder, n: int, *, labels: Tensor | None = None, seed: int = 0
+) -> Tensor:
+    """Decoded draws z ~ N(0, I) with a seeded generator: pixel means (n, 784) in (0, 1).
+
+    A CVAE draws the digits it is told: labels (n,) int64 in 0..9, sigmoid(g_theta([z, e_y]));
+    the z draws depend on the seed only, so one seed with other labels gives the same styles.
+    """
     check_model("sample_prior", model, vae=False)
     n = checks.positive_int("n", n)
+    conditions = label_args("sample_prior", model, labels, n)  # (labels,) or ()
     seed = checks.int_at_least("seed", seed, 0)
     param = next(model.parameters())
     generator = torch.Generator(device=param.device).manual_seed(seed)
     shape = (n, model.config.latent_dim)
     z = torch.randn(shape, generator=generator, device=param.device, dtype=param.dtype)  # (n, D)
     # $\mathrm{sigmoid}(g_\theta(z))$, $z \sim \mathcal N(0, I)$, (n, 784)
-    return model.decode_probs(z)
+    return model.decode_probs(z, *conditions)
 
 
 @torch.no_grad()
 def reconstruct(
-    model: VAE | Autoencoder, x: Tensor, *, sample: bool = False, seed: int = 0
+    model: VAE | Autoencoder,
+    x: Tensor,
+    *,
+    labels: Tensor | None = None,
+    sample: bool = False,
+    seed: int = 0,
 ) -> Tensor:
-    """Pixel means of decode(mu), or of a seeded z ~ q(z|x) if sample: x (B, 784) -> (B, 784)."""
+    """Pixel means of decode(mu), or of a seeded z ~ q(z|x) if sample: x (B, 784) -> (B, 784).
+
+    A CVAE needs labels (B,): it encodes with q(z|x,y) and decodes with p(x|z,y).
+    """
     check_model("reconstruct", model, vae=False)
     checks.flag("sample", sample)
     seed = checks.int_at_least("seed", seed, 0)
+    checks.tensor("reconstruct: x", x, "(B, 784)")
+    conditions = label_args("reconstruct", model, labels, len(x))  # (labels,) or ()
     if not sample:
-        return model.decode_probs(encode_dataset(model, x, batch_size=max(1, len(x))))
+        mu = encode_dataset(model, x, batch_size=max(1, len(x)), labels=labels)  # (B, D)
+        return model.decode_probs(mu, *conditions)
     if not isinstance(model, VAE):
         raise ValueError(
             "reconstruct: sample=True expected a VAE (a q(z|x) to sample), "
             f"got {type(model).__name__}"
         )
-    mu, logvar = model.encode(x)  # (B, D) each
+    mu, logvar = model.encode(x, *conditions)  # (B, D) each
     generator = torch.Generator(device=mu.device).manual_seed(seed)
-    return model.decode_probs(reparameterize(mu, logvar, generator), check=False)  # (B, 784)
+    z = reparameterize(mu, logvar, generator)  # (B, D)
+    return model.decode_probs(z, *conditions, check=False)  # (B, 784)
 
 
 def _check_path(fn: str, z0: Tensor, z1: Tensor, steps: int) -> None:
@@ -119,6 +145,8 @@ def interpolate(
     paths = {"lerp": lerp, "slerp": slerp}
     checks.one_of("method", method, tuple(paths))
     check_model("interpolate", model, vae=False)
+    fix = "for a CVAE, decode the path yourself: model.decode_probs(lerp(z0, z1, steps), y)"
+    label_args("interpolate", model, None, 0, fix)  # unconditional models only
     checks.tensor("interpolate: x0", x0, "(784,)")
     checks.tensor("interpolate: x1", x1, "(784,)")
     if x0.numel() != PIXELS or x1.numel() != PIXELS:
@@ -144,6 +172,8 @@ def latent_grid(n: int, *, eps: float = 0.05) -> Tensor:
 def decode_grid(model: VAE | Autoencoder, n: int, *, eps: float = 0.05) -> Tensor:
     """Pixel means at latent_grid(n), for latent_dim == 2: (n*n, 784), row by row."""
     check_model("decode_grid", model, vae=False)
+    fix = "for a CVAE, decode latent_grid(n) yourself: model.decode_probs(z, y)"
+    label_args("decode_grid", model, None, 0, fix)  # unconditional models only
     if model.config.latent_dim != 2:
         raise ValueError(
             f"decode_grid: expected a model with latent_dim == 2, got {model.config.latent_dim}"

@@ -268,13 +268,25 @@ def score_test(run: Run, args: argparse.Namespace, write) -> None:
             tmp = partial.with_name(f".{partial.name}.tmp")
             torch.save(values, tmp)
             os.replace(tmp, partial)
-            log(f"{run.name}: -L_{k} images {start + len(x)}: {float(todo[: start + len(x)].mean()):.2f}")
+            log(
+                f"{run.name}: -L_{k} images {start + len(x)}: {float(todo[: start + len(x)].mean()):.2f}"
+            )
         rows.append(_row("neg_L_k", k, todo, best))
     count, _ = active_units(model, images)
-    rows.append({"row": "units", "epoch": best, "active_units": count,
-                 "latent_dim": model.config.latent_dim})
-    state["test"] = {"epoch": best, "done": True, "rows": rows,
-                     "seconds": time.perf_counter() - tick}
+    rows.append(
+        {
+            "row": "units",
+            "epoch": best,
+            "active_units": count,
+            "latent_dim": model.config.latent_dim,
+        }
+    )
+    state["test"] = {
+        "epoch": best,
+        "done": True,
+        "rows": rows,
+        "seconds": time.perf_counter() - tick,
+    }
     run.save()
     write()
     for row in rows:
@@ -303,8 +315,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patience", type=int, default=5, help="scores without improvement")
     parser.add_argument("--max-epochs", type=int, default=3000)
     parser.add_argument("--train-hours", type=float, default=1.0, help="training budget, h")
-    parser.add_argument("--ks", type=lambda s: [int(k) for k in s.split(",")],
-                        default=[100, 1000, 5000], help="k of the test L_k, comma-separated")
+    parser.add_argument(
+        "--ks",
+        type=lambda s: [int(k) for k in s.split(",")],
+        default=[100, 1000, 5000],
+        help="k of the test L_k, comma-separated",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--root", type=Path, default=None, help="default: <data>/reference")
     parser.add_argument("--out", type=Path, default=CHECKOUT, help="where the result file goes")

@@ -185,7 +185,7 @@ def broken_checkpoint(kind: str, run: Path, folder: Path) -> Path:
         ("bare state_dict", "got a bare state_dict of 10 tensors (no configs); load it with"),
         ("foreign", "which holds Python objects (argparse.Namespace), not only tensors"),
         ("config disagrees with weights", "expected weights that fit its model_config"),
-        ("newer version", "expected format version 1 (the one this vae_tutorial reads), got"),
+        ("newer version", "expected format version 2 (the one this vae_tutorial reads) or 1"),
     ],
 )
 def test_a_broken_checkpoint_gives_one_line_and_status_2(

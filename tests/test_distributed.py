@@ -57,6 +57,42 @@ def child_env() -> dict[str, str]:
     return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=path)
 
 
+def launch(args: list[str]) -> subprocess.Popen:
+    """A command in its own process group (see `stop`), its output merged into stdout."""
+    return subprocess.Popen(
+        args,
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def workers(parent: int) -> dict[int, int]:
+    """{RANK: pid} of the processes torchrun `parent` started, from /proc (empty elsewhere)."""
+    found = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            status = (entry / "status").read_text()
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        ranks = [int(v[5:]) for v in environ if v.startswith(b"RANK=")]
+        if f"PPid:\t{parent}\n" in status and ranks:
+            found[ranks[0]] = int(entry.name)
+    return found
+
+
+def stop(job: subprocess.Popen) -> None:
+    """Kill a launched torchrun and its workers (each leads its own session), if any still run."""
+    for pid in [*workers(job.pid).values(), job.pid]:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def _worker(rank: int, port: int, folder: Path) -> None:
     """One rank: an autoencoder fit, a VAE fit resumed after 1 epoch, then the CLI's VAE run."""
     torch.set_num_threads(1)
@@ -215,7 +251,7 @@ def test_two_nodes_on_localhost_take_the_multi_node_path(tmp_path):
     """Two torchrun agents, one rank each, meet at a c10d rendezvous on 127.0.0.1 as two nodes."""
     port, out = free_port(), tmp_path / "run"
     agents = [
-        subprocess.Popen(
+        launch(
             [
                 *TORCHRUN,
                 "--nnodes=2",
@@ -232,15 +268,15 @@ def test_two_nodes_on_localhost_take_the_multi_node_path(tmp_path):
                 "1",
                 "--out",
                 str(out),
-            ],
-            env=child_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
+            ]
         )
         for node in (0, 1)
     ]
-    logs = [agent.communicate(timeout=120)[0] for agent in agents]
+    try:
+        logs = [agent.communicate(timeout=120)[0] for agent in agents]
+    finally:
+        for agent in agents:
+            stop(agent)
     assert [agent.returncode for agent in agents] == [0, 0], logs
     record = json.loads((out / "metrics.json").read_text())["distributed"]
     assert record["world_size"] == 2 and record["nodes"] == 2
@@ -250,45 +286,61 @@ def test_two_nodes_on_localhost_take_the_multi_node_path(tmp_path):
     )
 
 
-def rank_pid(parent: int, rank: int) -> int | None:
-    """The pid of torchrun's worker with RANK=rank, from /proc."""
-    for entry in Path("/proc").iterdir():
-        try:
-            status = (entry / "status").read_text()
-            environ = (entry / "environ").read_bytes().split(b"\0")
-        except (OSError, ValueError):
-            continue
-        if f"PPid:\t{parent}\n" in status and f"RANK={rank}".encode() in environ:
-            return int(entry.name)
-    return None
-
-
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads /proc")
 def test_a_killed_rank_ends_the_job_with_a_clear_error_and_no_hang(tmp_path):
     out = tmp_path / "run"
-    job = subprocess.Popen(
+    job = launch(
         [*TORCHRUN, "--nproc_per_node=2", "-m", "vae_tutorial", "train", *ARGS, "--epochs", "200"]
-        + ["--out", str(out)],
-        env=child_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+        + ["--out", str(out)]
     )
-    deadline = time.monotonic() + 90
-    while not (out / "checkpoint.pt").exists():  # rank 0 finished epoch 1: both ranks training
-        assert job.poll() is None and time.monotonic() < deadline, "the job did not start"
-        time.sleep(0.2)
-    victim = rank_pid(job.pid, 1)
-    assert victim is not None
-    os.kill(victim, signal.SIGKILL)
-    killed = time.monotonic()
     try:
-        log = job.communicate(timeout=60)[0]
-    except subprocess.TimeoutExpired:
-        job.kill()
-        pytest.fail("the job still runs 60 s after rank 1 was killed: a hang")
+        deadline = time.monotonic() + 90
+        while not (out / "checkpoint.pt").exists():  # rank 0 finished epoch 1: both training
+            assert job.poll() is None and time.monotonic() < deadline, "the job did not start"
+            time.sleep(0.2)
+        os.kill(workers(job.pid)[1], signal.SIGKILL)
+        killed = time.monotonic()
+        try:
+            log = job.communicate(timeout=60)[0]
+        except subprocess.TimeoutExpired:
+            pytest.fail("the job still runs 60 s after rank 1 was killed: a hang")
+    finally:
+        stop(job)
     assert job.returncode != 0
     assert time.monotonic() - killed < 30
     assert "rank      : 1" in log or "rank: 1" in log, log[-2000:]
     assert "SIGKILL" in log, log[-2000:]
     assert load_checkpoint(out / "checkpoint.pt").history.epochs_done >= 1  # still whole
+
+
+def _stalled_worker(rank: int, port: int, folder: Path) -> None:
+    """Rank 1 joins the group and then stalls; rank 0 calls fit and reports what it raised."""
+    dist.init_process_group(
+        "gloo",
+        init_method=f"tcp://127.0.0.1:{port}",
+        rank=rank,
+        world_size=2,
+        timeout=timedelta(seconds=3),
+    )
+    if rank == 1:
+        time.sleep(20)  # alive, but never reaches fit's first collective operation
+        return
+    tick = time.monotonic()
+    try:
+        fit(ModelConfig(**SMALL), TINY, device="cpu", progress=False)
+    except distributed.RankFailed as error:
+        (folder / "error.txt").write_text(f"{time.monotonic() - tick:.1f}\n{error}")
+
+
+def test_a_stalled_rank_times_out_with_a_message_that_names_it(tmp_path):
+    context = mp.spawn(_stalled_worker, args=(free_port(), tmp_path), nprocs=2, join=False)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "error.txt").exists():
+        assert time.monotonic() < deadline, "rank 0 still waits after 60 s: a hang"
+        time.sleep(0.2)
+    for process in context.processes:
+        process.kill()
+    seconds, message = (tmp_path / "error.txt").read_text().split("\n", 1)
+    assert float(seconds) < 15  # the group's timeout is 3 s
+    assert message.startswith("rank 0 of 2: join got no answer from the other ranks")
+    assert "another rank died or stalled" in message

@@ -222,7 +222,8 @@ def test_check_false_skips_the_value_checks():
         ),
         (
             lambda t: elbo_terms(*t, likelihood="gaussian"),
-            "likelihood: expected one of ('bernoulli', 'continuous_bce'), got 'gaussian'",
+            "likelihood: expected one of ('bernoulli', 'continuous_bce', 'continuous_bernoulli'), "
+            "got 'gaussian'",
         ),
         (
             lambda t: elbo_terms(t[0], t[1], t[2][:3], t[3][:3]),

@@ -317,7 +317,8 @@ def test_nats_to_bits_per_dim():
         ),
         (
             lambda ae, vae, x: evaluate_elbo(vae, x, likelihood="gauss"),
-            "likelihood: expected one of ('bernoulli', 'continuous_bce'), got 'gauss'",
+            "likelihood: expected one of ('bernoulli', 'continuous_bce', 'continuous_bernoulli'), "
+            "got 'gauss'",
         ),
         (
             lambda ae, vae, x: evaluate_elbo(vae, x.tolist()),

@@ -8,6 +8,12 @@
 checkpoint is refused unless --resume continues it or --overwrite replaces it. `--epochs 0` writes
 the untrained model. Every output path is checked for writing before any work starts.
 
+    python -m vae_tutorial train --kind cvae                      # -> runs/cvae-mlp-z20/
+    python -m vae_tutorial sample runs/cvae-mlp-z20/checkpoint.pt --label 3 7 --out 37.png
+
+A conditional VAE (`--kind cvae`) is evaluated on the test labels (its bound is on log p(x|y)), and
+samples the digits --label names, in turn (0..9 without it); --label for any other kind is refused.
+
     torchrun --nproc_per_node=2 -m vae_tutorial train --device cpu    # 2 processes, one model
 
 Under torchrun, --batch-size is the global batch (split among the ranks) and rank 0 writes the
@@ -377,7 +383,9 @@ def main(argv: list[str] | None = None) -> int:
     except (TrainingDiverged, MNISTUnavailable, CommandFailed, OSError, RankFailed) as error:
         print(f"{prog}: error: {' '.join(str(error).split())}", file=sys.stderr)
         return 1
-    except torch.distributed.DistError as error:  # a collective inside DDP's backward
+    except RuntimeError as error:  # under torchrun: a collective in DDP's backward failed
+        if not torch.distributed.is_initialized():
+            raise
         text = " ".join(str(error).split())[:200]
         print(f"{prog}: error: lost the other ranks ({text}); one died or stalled", file=sys.stderr)
         return 1

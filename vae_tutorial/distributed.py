@@ -104,6 +104,7 @@ class World:
 
 
 def _host() -> str:
+    """This machine's name, as each rank records where it ran."""
     return socket.gethostname()
 
 
@@ -120,7 +121,7 @@ def _collective(world: World, what: str, op: Callable[[], Any]) -> None:
     """Run one collective; a rank that stalled or died becomes a RankFailed naming this rank."""
     try:
         op()
-    except dist.DistError as error:
+    except RuntimeError as error:  # DistError, or gloo's "Timed out waiting ..." RuntimeError
         raise RankFailed(
             f"rank {world.rank} of {world.size}: {what} got no answer from the other ranks "
             f"({' '.join(str(error).split())[:200]}); another rank died or stalled: its own "

@@ -307,6 +307,7 @@ def fit(
     batch_size is the global batch (N must divide it), each rank takes its B/N rows of it, the last
     partial batch is dropped, rank 0 scores the test set and writes the checkpoint, and each rank
     draws z from its own seed per epoch. A resumed run may have another N: the data order is global.
+    Free bits clamp each rank's shard mean of the KL (B/N examples), not the global batch's.
     """
     start = time.perf_counter()
     if not isinstance(model_config, ModelConfig) or not isinstance(train_config, TrainConfig):

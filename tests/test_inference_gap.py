@@ -1,0 +1,133 @@
+"""The inference gap's parts, against numerical integration over a one-dimensional latent."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vae_tutorial.inference_gap import (
+    bound_with_proposal,
+    gaussian_elbo,
+    inference_gaps,
+    optimal_gaussian,
+)
+from vae_tutorial.models import ModelConfig, build_model
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+GRID = torch.linspace(-10, 10, 8001, dtype=torch.float64)  # z for the quadrature, D = 1
+DZ = float(GRID[1] - GRID[0])
+
+
+@pytest.fixture(scope="module")
+def model_and_x():
+    """A VAE with D = 1 and random weights (an encoder far from the posterior), and 3 images."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(latent_dim=1, hidden_dim=16))
+    probs = torch.sigmoid(model.decode(torch.tensor([[-1.0], [0.5], [2.0]])))
+    x = torch.bernoulli(probs.detach(), generator=torch.Generator().manual_seed(1))
+    return model.eval(), x
+
+
+def log_px_given_grid(model, x):
+    """log p(x|z) on GRID in float64, x log sigmoid(l) + (1 - x) log sigmoid(-l): (B, G)."""
+    with torch.no_grad():
+        logits = model.decode(GRID.float()[:, None]).double()  # (G, P)
+    xd = x.double()
+    return xd @ F.logsigmoid(logits).T + (1 - xd) @ F.logsigmoid(-logits).T  # (B, G)
+
+
+def quadrature_log_px(model, x):
+    """log p(x) = log int p(x|z) N(z; 0, 1) dz on GRID: (B,)."""
+    log_prior = -0.5 * GRID**2 - 0.5 * math.log(2 * math.pi)
+    return torch.logsumexp(log_px_given_grid(model, x) + log_prior, 1) + math.log(DZ)
+
+
+def quadrature_elbo(log_lik, mu, logvar):
+    """int N(z; mu, s^2) log p(x|z) dz - KL(N(mu, s^2) || N(0, 1)); log_lik (B, G) on GRID."""
+    s2 = logvar.double().exp()
+    mu = mu.double()
+    density = torch.exp(-0.5 * (GRID - mu[:, None]) ** 2 / s2[:, None]) / torch.sqrt(
+        2 * math.pi * s2[:, None]
+    )  # (B, G)
+    expected = (density * log_lik).sum(1) * DZ
+    kl = 0.5 * (mu**2 + s2 - s2.log() - 1)
+    return expected - kl
+
+
+def test_gaussian_elbo_is_the_integral(model_and_x):
+    model, x = model_and_x
+    mu, logvar = torch.tensor([[-0.5], [0.3], [2.0]]), torch.tensor([[-2.0], [-3.0], [-1.0]])
+    sampled = gaussian_elbo(
+        model, x, mu, logvar, samples=20000, generator=torch.Generator().manual_seed(2)
+    )
+    exact = quadrature_elbo(log_px_given_grid(model, x), mu[:, 0], logvar[:, 0])
+    torch.testing.assert_close(sampled.double(), exact, rtol=0, atol=0.1)
+
+
+def test_optimal_gaussian_reaches_the_best_elbo_of_a_grid_search(model_and_x):
+    model, x = model_and_x
+    log_lik = log_px_given_grid(model, x)  # (B, G)
+    mu, logvar = optimal_gaussian(model, x, steps=400, lr=0.05, samples=32)
+    found = quadrature_elbo(log_lik, mu[:, 0], logvar[:, 0])
+    means = torch.linspace(-4, 4, 161, dtype=torch.float64)
+    best = torch.full((len(x),), -math.inf, dtype=torch.float64)
+    for lv in torch.linspace(-8, 1, 91, dtype=torch.float64):  # every (mu, log sigma^2) of a grid
+        for i in range(len(x)):
+            values = quadrature_elbo(log_lik[i].expand(len(means), -1), means, lv.expand(161))
+            best[i] = torch.maximum(best[i], values.max())
+    assert (found > best - 0.05).all(), (found, best)
+    with torch.no_grad():
+        enc_mu, enc_logvar = model.encode(x)
+    encoder = quadrature_elbo(log_lik, enc_mu[:, 0], enc_logvar[:, 0])
+    assert (found > encoder + 1).all()  # it moved far from the encoder's q
+    assert (best <= quadrature_log_px(model, x) + 1e-6).all()  # the ELBO bounds log p(x)
+
+
+def test_bound_with_a_proposal_estimates_log_px_and_uses_that_proposal(model_and_x):
+    model, x = model_and_x
+    log_px = quadrature_log_px(model, x)
+    generator = torch.Generator().manual_seed(3)
+    near = torch.tensor([[-0.9], [0.4], [2.2]]), torch.full((3, 1), math.log(0.2))
+    bound = bound_with_proposal(model, x, *near, 20000, generator=generator)
+    torch.testing.assert_close(bound.double(), log_px, rtol=0, atol=0.02)
+    far = torch.full((3, 1), 5.0), torch.full((3, 1), math.log(0.01))  # misses the posterior
+    assert (bound_with_proposal(model, x, *far, 100, generator=generator) < log_px - 5).all()
+
+
+def test_the_gaps_add_up_and_match_the_integrals(model_and_x):
+    model, x = model_and_x
+    gaps = inference_gaps(model, x, k=5000, elbo_samples=20000, steps=400, lr=0.05, samples=32)
+    log_px = quadrature_log_px(model, x)
+    torch.testing.assert_close(gaps["log_px"].double(), log_px, rtol=0, atol=0.05)
+    torch.testing.assert_close(
+        gaps["approximation_gap"] + gaps["amortization_gap"], gaps["inference_gap"]
+    )
+    assert (gaps["approximation_gap"] > -0.15).all()  # >= 0 up to the ELBO's sampling error
+    assert (gaps["amortization_gap"] > -0.15).all()
+    assert gaps["inference_gap"].min() > 0.5  # an untrained encoder: a real gap to split
+
+
+@pytest.mark.parametrize(
+    "mu, logvar, message",
+    [
+        (torch.zeros(3, 2), torch.zeros(3, 2), r"shape \(3, 1\)"),
+        (torch.zeros(3, 1), torch.zeros(2, 1), "same shape"),
+        (torch.full((3, 1), math.nan), torch.zeros(3, 1), "mu"),
+    ],
+)
+def test_bad_proposals_are_refused(model_and_x, mu, logvar, message):
+    model, x = model_and_x
+    with pytest.raises(ValueError, match=message):
+        gaussian_elbo(model, x, mu, logvar)
+
+
+def test_grey_images_and_bad_settings_are_refused(model_and_x):
+    model, x = model_and_x
+    with pytest.raises(ValueError, match="binarize x"):
+        gaussian_elbo(model, x * 0.5, torch.zeros(3, 1), torch.zeros(3, 1))
+    with pytest.raises(ValueError, match="steps"):
+        optimal_gaussian(model, x, steps=0)
+    with pytest.raises(ValueError, match="expected a VAE"):
+        inference_gaps(build_model(ModelConfig(kind="ae", latent_dim=1, hidden_dim=16)), x)

@@ -1,0 +1,112 @@
+"""The book's reference results beside the literature: one table, rendered from the result files.
+
+`benchmarks/reference.py` writes one `reference` result file per run (see its protocol); this module
+renders the complete ones, newest per run and seed, next to the published figures in LITERATURE,
+for chapter 10 (with {cite} roles) and README (plain text). No measured number is typed here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vae_tutorial.results import Result, load_results, markdown_table
+
+# Published figures: -log p(x) estimates in nats per example, except where `likelihood` is False.
+LITERATURE = [
+    {
+        "model": "VAE, 1 stochastic layer (50 latents, 2 x 200 hidden units)",
+        "objective": "-ELBO, 3,280 passes",
+        "nats": 86.76,
+        "estimator": "-L_5000, dynamically binarized MNIST",
+        "likelihood": True,
+        "source": "burda2016importance",
+        "authors": "Burda, Grosse and Salakhutdinov 2016, table 1",
+    },
+    {
+        "model": "IWAE, 1 stochastic layer (50 latents, 2 x 200 hidden units)",
+        "objective": "-L_5, 3,280 passes",
+        "nats": 85.54,
+        "estimator": "-L_5000, dynamically binarized MNIST",
+        "likelihood": True,
+        "source": "burda2016importance",
+        "authors": "Burda, Grosse and Salakhutdinov 2016, table 1",
+    },
+    {
+        "model": "the classic PyTorch example (784-400-20, grey pixels)",
+        "objective": "BCE + KL on grey levels, 10 epochs",
+        "nats": 105.5,
+        "estimator": "test BCE + KL, z sampled: NOT a likelihood, not comparable",
+        "likelihood": False,
+        "source": "pytorchexamples",
+        "authors": "pytorch/examples, vae/main.py",
+    },
+]
+
+
+def reference_runs(directory: str | Path | None = None) -> list[Result]:
+    """The newest complete `reference` result of each run and seed, oldest run first."""
+    newest: dict[tuple[str, int], Result] = {}
+    for result in load_results("reference", complete=True, directory=directory):
+        newest[(result.config["run"], result.config["seed"])] = (
+            result  # sorted by date: newest wins
+        )
+    return list(newest.values())
+
+
+def score_row(result: Result, estimator: str, k: int) -> dict:
+    """The run's test row of one estimator ("neg_elbo" with k = 1, or "neg_L_k")."""
+    return result.one(row="test", estimator=estimator, k=k)
+
+
+def _model_name(result: Result) -> str:
+    model, train = result.config["model"], result.config["train"]
+    name = f"784-{model['hidden_dim']}-{model['latent_dim']} {model['arch'].upper()} VAE"
+    extras = []
+    if train.get("iwae_k", 1) > 1:
+        extras.append(f"IWAE k = {train['iwae_k']}")
+    if train.get("warmup_epochs"):
+        extras.append(f"{train['warmup_epochs']}-epoch warm-up")
+    return name + (f" ({', '.join(extras)})" if extras else "") + f", seed {result.config['seed']}"
+
+
+def reference_table(directory: str | Path | None = None, *, cite: bool = False) -> str:
+    """Markdown: the book's complete reference runs, then the literature's figures.
+
+    cite=True writes sources as {cite} roles (the book), else as author-year text (README).
+    """
+    header = ["model", "trained on", "test -ELBO", "test -log p(x)", "bits/dim", "active units"]
+    header.append("source")
+    rows = []
+    for result in reference_runs(directory):
+        big = max(r["k"] for r in result.select(row="test", estimator="neg_L_k"))
+        bound, elbo = score_row(result, "neg_L_k", big), score_row(result, "neg_elbo", 1)
+        units = result.one(row="units")
+        k = result.config["train"].get("iwae_k", 1)
+        objective = f"-L_{k}" if k > 1 else "-ELBO"
+        curve = result.select(row="curve")
+        rows.append(
+            [
+                _model_name(result),
+                f"{objective}, epoch {bound['epoch']} of {curve[-1]['epoch']} (validation)",
+                f"{elbo['nats']:.2f} ± {elbo['se_images']:.2f}",
+                f"{bound['nats']:.2f} ± {bound['se_images']:.2f} (-L_{big})",
+                f"{bound['bits_per_dim']:.4f}",
+                f"{units['active_units']} of {units['latent_dim']}",
+                f"this book: `benchmarks/results/{result.path.name}`",
+            ]
+        )
+    for figure in LITERATURE:
+        source = f"{{cite}}`{figure['source']}`" if cite else figure["authors"]
+        nats = f"{figure['nats']:.2f}" if figure["likelihood"] else f"({figure['nats']}: not nats)"
+        rows.append(
+            [
+                figure["model"],
+                figure["objective"],
+                "",
+                nats,
+                "",
+                "",
+                f"{source}; {figure['estimator']}",
+            ]
+        )
+    return markdown_table(header, rows)

@@ -61,6 +61,9 @@ UNITS = {
     "se_images": "nats, standard error of the mean across test images",
     "bits_per_dim": "bits per dimension",
     "seconds": "s",
+    "train_seconds": "s, training and validation scoring",
+    "test_seconds": "s, scoring the selected model on the test set",
+    "wall_seconds": "s, the whole run (all sessions), on a shared machine",
 }
 # name: (model config, train config without epochs, what a reader should know)
 RUNS = {
@@ -149,6 +152,15 @@ class Run:
         test = self.state["test"]
         if test is not None:
             rows += test["rows"]
+        rows.append(
+            {
+                "row": "time",
+                "epochs": epochs,
+                "train_seconds": sum(row["seconds"] for row in self.state["curve"]),
+                "test_seconds": None if test is None else test["seconds"],
+                "wall_seconds": self.state["wall_seconds"],  # every session of the run, summed
+            }
+        )
         return Result(
             kind="reference",
             command=command,
@@ -158,7 +170,8 @@ class Run:
                 "model": asdict(model_config),
                 "train": asdict(train_config(self.name, epochs, self.seed)),
                 "protocol": {
-                    "train_images": f"the first {TRAIN_SIZE} training images, dynamically binarized",
+                    "train_images": f"the first {TRAIN_SIZE} training images, "
+                    "dynamically binarized",
                     "validation_images": f"the last {60_000 - TRAIN_SIZE} training images, "
                     f"binarized once with seed {VALIDATION_SEED}",
                     "test_images": f"the 10000 test images, binarized once with seed {TEST_SEED}",
@@ -235,8 +248,9 @@ def train(run: Run, args: argparse.Namespace, write) -> None:
         run.save()
         write()
         log(
-            f"{run.name}: epoch {done}: validation -ELBO {score:.2f} (best {state['best_validation']:.2f} "
-            f"at {state['best_epoch']}), train {history.train_neg_elbo[-1]:.2f}, "
+            f"{run.name}: epoch {done}: validation -ELBO {score:.2f} "
+            f"(best {state['best_validation']:.2f} at {state['best_epoch']}), "
+            f"train {history.train_neg_elbo[-1]:.2f}, "
             f"test {history.test_neg_elbo[-1]:.2f}, {seconds / args.every:.1f} s/epoch"
         )
 
@@ -269,7 +283,8 @@ def score_test(run: Run, args: argparse.Namespace, write) -> None:
             torch.save(values, tmp)
             os.replace(tmp, partial)
             log(
-                f"{run.name}: -L_{k} images {start + len(x)}: {float(todo[: start + len(x)].mean()):.2f}"
+                f"{run.name}: -L_{k} images {start + len(x)}: "
+                f"{float(todo[: start + len(x)].mean()):.2f}"
             )
         rows.append(_row("neg_L_k", k, todo, best))
     count, _ = active_units(model, images)

@@ -6,6 +6,7 @@ small: 1,024 training images, a 784-64-8 model, 2 epochs of 8 steps of the globa
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -245,6 +246,38 @@ def test_a_backend_the_device_lacks_is_refused(capsys):
         cli.main(["train", *ARGS, "--backend", "nccl"])
     assert exit_.value.code == 2
     assert "NCCL all-reduces CUDA tensors only" in capsys.readouterr().err
+
+
+def test_without_torchrun_the_world_is_one_process(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    world = distributed.join(torch.device("cpu"))
+    assert (world.rank, world.size, world.nodes, world.backend) == (0, 1, 1, None)
+    assert world.record()["world_size"] == 1
+    model = torch.nn.Linear(2, 2)
+    assert world.wrap(model) is model and world.from_main(len, "ab") == 2
+
+
+@pytest.mark.parametrize(
+    ("env", "device", "message"),
+    [
+        ({"WORLD_SIZE": "2"}, "cpu", "RANK: expected a whole number set by torchrun, got None"),
+        ({"WORLD_SIZE": "two"}, "cpu", "WORLD_SIZE: expected a whole number set by torchrun"),
+        (
+            {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"},
+            "cuda",
+            "expected at most 1 processes per node (one per GPU), got LOCAL_RANK=1",
+        ),
+    ],
+)
+def test_a_broken_torchrun_setup_is_refused_before_joining(env, device, message, monkeypatch):
+    monkeypatch.delenv("RANK", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # one GPU, as if there were one
+    monkeypatch.setattr(dist, "is_nccl_available", lambda: True)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        distributed.join(torch.device(device))
+    assert not dist.is_initialized()
 
 
 def test_two_nodes_on_localhost_take_the_multi_node_path(tmp_path):

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from vae_tutorial import results
+from vae_tutorial.reference_table import reference_table
 from vae_tutorial.results import (
     FORMAT_VERSION,
     Result,
@@ -216,6 +217,55 @@ def test_a_chapter_without_a_run_time_fails_the_check(tmp_path):
     (tmp_path / "book" / "99_new_chapter.ipynb").touch()
     with pytest.raises(ValueError, match="no run time for 99_new_chapter"):
         report.stale_pages(root=tmp_path)
+
+
+def _reference(complete=True, nats=88.123, date="2026-01-02T03:04:05Z"):
+    """A `reference` run as benchmarks/reference.py writes it: curve, test, units and time rows."""
+    result = _result(kind="reference", date=date, complete=complete)
+    result.config = {
+        "run": "mlp-400-20",
+        "seed": 0,
+        "model": {"kind": "vae", "arch": "mlp", "hidden_dim": 400, "latent_dim": 20},
+        "train": {"iwae_k": 1, "warmup_epochs": 0},
+    }
+    result.rows = [
+        {"row": "curve", "epoch": e, "validation_neg_elbo": 95.0 - e / 10, "train_neg_elbo": 94.0}
+        | {"test_neg_elbo": 94.5, "seconds": 60.0}
+        for e in (10, 20)
+    ] + [
+        {"row": "test", "epoch": 20, "estimator": "neg_elbo", "k": 1, "nats": 92.5}
+        | {"se_images": 0.31, "bits_per_dim": 0.17},
+        {"row": "test", "epoch": 20, "estimator": "neg_L_k", "k": 5000, "nats": nats}
+        | {"se_images": 0.29, "bits_per_dim": 0.1624},
+        {"row": "units", "epoch": 20, "active_units": 17, "latent_dim": 20},
+        {"row": "time", "epochs": 20, "train_seconds": 120.0, "test_seconds": 600.0}
+        | {"wall_seconds": 720.0},
+    ]
+    return result
+
+
+def test_the_reference_table_shows_complete_runs_beside_the_literature(tmp_path):
+    write_result(_reference(), tmp_path)
+    write_result(_reference(complete=False, nats=80.0, date="2026-01-03T03:04:05Z"), tmp_path)
+    table = reference_table(tmp_path)
+    assert "88.12 ± 0.29 (-L_5000)" in table and "92.50 ± 0.31" in table
+    assert "17 of 20" in table and "-ELBO, epoch 20 of 20 (validation)" in table
+    assert "80.00" not in table  # a run still in progress is not in the table
+    assert "86.76" in table and "85.54" in table and "NOT a likelihood" in table
+    assert "{cite}`burda2016importance`" in reference_table(tmp_path, cite=True)
+    block = report.reference_block(tmp_path)
+    assert "took 0.2 h of wall time" in block and "20 epochs at 6.0 s each" in block
+    assert "then 10 min of test scoring" in block
+
+
+def test_a_reference_figure_edited_by_hand_fails_the_check():
+    text = (ROOT / "README.md").read_text()
+    assert report.rewritten(text, "README.md") == text, "run python benchmarks/report.py"
+    edited = text.replace("| 86.76 ", "| 86.75 ")
+    assert edited != text
+    assert report.rewritten(edited, "README.md") == text
+    with pytest.raises(ValueError, match="expected one pair of marker lines"):
+        report.rewritten(text.replace(report.BEGIN_REFERENCE, ""), "README.md")
 
 
 def test_every_chapter_has_a_stored_run_time():

@@ -182,7 +182,8 @@ class Run:
                 },
                 "checkpoints": str(self.dir),
             },
-            hardware={**hardware("cpu"), "nice": os.nice(0)},
+            # the machine as the run found it: recorded at its first write, kept after
+            hardware=self.state.setdefault("hardware", {**hardware("cpu"), "nice": os.nice(0)}),
             date_utc=self.state["date_utc"],
             complete=test is not None and test["epoch"] == self.state["best_epoch"],
             notes=f"{notes}. Stopped: {self.state['stopped']}. Best validation epoch "

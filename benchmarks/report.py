@@ -132,9 +132,10 @@ def reference_block(directory: Path | None = None) -> str:
         per_epoch = time["train_seconds"] / time["epochs"]
         text += (
             f"- {run.config['run']}, seed {run.config['seed']}: `nice -n 15 python "
-            f"{run.command}` took {time['wall_seconds'] / 3600:.1f} h of wall time on "
-            f"{describe(run)}: {time['epochs']} epochs at {per_epoch:.1f} s each with validation, "
-            f"then {time['test_seconds'] / 60:.0f} min of test scoring.\n"
+            f"{run.command}` took {time['wall_seconds'] / 3600:.1f} h of wall time, niced on a "
+            f"machine shared with other work, on {describe(run)}: {time['epochs']} epochs at "
+            f"{per_epoch:.1f} s each with validation, then {time['test_seconds'] / 60:.0f} min of "
+            "test scoring.\n"
         )
     return text.rstrip("\n")
 

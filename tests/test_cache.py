@@ -30,6 +30,7 @@ OTHER = {
     "beta": 0.5,
     "warmup_epochs": 3,
     "free_bits": 0.25,
+    "iwae_k": 3,
     "binarize": "none",
     "likelihood": "continuous_bce",
     "train_size": 512,

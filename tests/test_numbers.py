@@ -9,7 +9,7 @@ and "<!-- end: generated -->"):
 2. A quantity in words ("twice", "about half", "mostly", "all 20 dimensions", "more than" in a
    sentence with a number or a measured noun, ...) needs an assert in one of those two cells whose
    line carries a comment containing the phrase, e.g. `assert r > 2  # "more than twice"`.
-3. Not claims: math, `code` and roles, link targets, heading and list numbering, references
+3. Not claims: math, `code` and roles, link targets, heading, list and link numbering, references
    ("chapter 4", "exercise 2"), versions, years next to an author, labels ("2-D", "z2", "1s"),
    literals of the chapter's Settings cell, the constants in DEFINITIONS (single digits too, but
    not a count such as "0 of 20"), numbers in a sentence that carries a {cite} role, quoted words,
@@ -147,6 +147,7 @@ def sentences(markdown: str) -> list[str]:
         (r"\{cite(?::\w+)?\}`[^`]*`", CITE),
         (r"\{[\w:-]+\}`[^`]*`", HIDDEN),
         (r"(`+).+?\1", HIDDEN),
+        (r"\[\d+\.\s", "["),  # a numbered link, "[10. Evaluating ...](10_evaluation.ipynb)"
         (r"!?\[([^\]]*)\]\([^)]*\)", r"\1"),
         (r"<?https?://\S+", " "),
         (r"(?m)^(#{1,6})\s+\d+(?:\.\d+)*\.?\s", r"\1 "),

@@ -76,6 +76,13 @@ def chapter_times_block(result: Result | None, chapters: list[str]) -> str:
         ["chapter", *(str(chapter_number(c)) for c in chapters)],
         [["seconds", *(f"{fresh[c]:.0f}" for c in chapters)]],
     )
+    earlier = result.config.get("resumed_from")
+    if earlier:
+        kept = [c for c in chapters if c not in result.config["chapters"]]
+        text += (
+            f"\n\nChapters {', '.join(str(chapter_number(c)) for c in kept)} were timed by an "
+            f"earlier run of the same script, `{earlier}`, whose times this run kept."
+        )
     for row in result.select(mode="after earlier chapters"):
         n = chapter_number(row["chapter"])
         text += (

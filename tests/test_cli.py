@@ -74,6 +74,45 @@ def test_sample_writes_a_png_grid(run, tmp_path):
     assert image.ndim == 3 and image.shape[1] > image.shape[0]  # 2 rows of 6: wider than tall
 
 
+def mean_by_the_papers_formula(logits: torch.Tensor) -> torch.Tensor:
+    """E[x] of the decoder in float64: lambda = sigmoid(logits) for a Bernoulli; for a continuous
+    Bernoulli lambda / (2 lambda - 1) + 1 / (2 artanh(1 - 2 lambda)), 1/2 + l / 12 near l = 0."""
+    lam = torch.sigmoid(logits.double())
+    cb = lam / (2 * lam - 1) + 1 / (2 * torch.atanh(1 - 2 * lam))
+    return lam, torch.where(logits.abs() < 1e-3, 0.5 + logits.double() / 12, cb)
+
+
+@pytest.mark.parametrize(
+    ("likelihood", "data"), [("bernoulli", "dynamic"), ("continuous_bernoulli", "none")]
+)
+def test_samples_show_the_mean_of_the_models_likelihood(likelihood, data, tmp_path, monkeypatch):
+    """samples.png of train and of sample show E[x|z]: for a continuous Bernoulli, not lambda."""
+    shown = []
+    write = cli._write_figure
+
+    def spy(images, path, title, nrow):
+        shown.append(images)
+        write(images, path, title, nrow)
+
+    monkeypatch.setattr(cli, "_write_figure", spy)
+    out, n = tmp_path / "run", 16
+    train = [*TINY, "--likelihood", likelihood, "--binarize", data, "--samples", str(n)]
+    assert main(["train", *train, "--out", str(out), "--device", "cpu"]) == 0
+    checkpoint = str(out / "checkpoint.pt")
+    sample = ["--n", str(n), "--out", str(tmp_path / "s.png"), "--device", "cpu"]
+    assert main(["sample", checkpoint, *sample]) == 0
+    model = load_checkpoint(out / "checkpoint.pt", "cpu").model
+    z = torch.randn((n, 2), generator=torch.Generator().manual_seed(0))  # both use --seed 0
+    with torch.no_grad():
+        lam, cb_mean = mean_by_the_papers_formula(model.decode(z))  # (n, 784) each
+    expected = lam if likelihood == "bernoulli" else cb_mean
+    assert len(shown) == 2
+    for images in shown:
+        torch.testing.assert_close(images.double(), expected, rtol=0, atol=1e-5)
+    if likelihood == "continuous_bernoulli":
+        assert (cb_mean - lam).abs().max() > 0.05  # lambda would not pass
+
+
 @pytest.mark.parametrize("command", ["train", "evaluate", "sample"])
 def test_every_subcommand_has_help(command, capsys):
     with pytest.raises(SystemExit) as exit_:

@@ -292,9 +292,9 @@ def test_cli_sample_draws_the_chosen_labels(
     drawn = {}
     real = cli.sample_prior
 
-    def spy(model, n, *, labels=None, seed=0):
+    def spy(model, n, *, labels=None, **kwargs):
         drawn["labels"] = labels
-        return real(model, n, labels=labels, seed=seed)
+        return real(model, n, labels=labels, **kwargs)
 
     monkeypatch.setattr(cli, "sample_prior", spy)
     out = tmp_path / "s.png"

@@ -75,6 +75,9 @@ def tiny() -> SimpleNamespace:
         x=x,
         mu=mu,
         logvar=logvar,
+        z=z,
+        log_joint=log_joint,
+        post_mean=post_mean,
         log_px=log_px,
         elbo=elbo,
         reconstruction=reconstruction,
@@ -141,6 +144,59 @@ def test_l5000_in_chunks_reaches_log_px(tiny):
     )
     bias, se = tiny.chi2 / (2 * k), math.sqrt(tiny.chi2 / k / b)
     assert abs(bound.mean().item() - (tiny.log_px - bias)) < 4 * se
+
+
+def gaussian_proposal_by_integration(tiny: SimpleNamespace, mean: float, logvar: float):
+    """q = N(mean, exp(logvar)) on the grid, in float64: its ELBO, sd(log w), Var_q(w / p(x))."""
+    z, log_joint = tiny.z, tiny.log_joint
+    log_q = Normal(mean, math.exp(0.5 * logvar)).log_prob(z)  # (G,)
+    q, log_w = log_q.exp(), log_joint - log_q  # q(z), log p(x, z) - log q(z): (G,) each
+    chi2_integrand = torch.exp(2 * (log_w - tiny.log_px)) * q
+    for integrand in (q, chi2_integrand):  # the grid holds them
+        assert max(integrand[0], integrand[-1]) < 1e-12 * integrand.max()
+    elbo = torch.trapezoid(q * log_w, z).item()
+    sd_log_w = math.sqrt(torch.trapezoid(q * (log_w - elbo) ** 2, z).item())
+    return elbo, sd_log_w, torch.trapezoid(chi2_integrand, z).item() - 1
+
+
+def test_a_given_proposal_replaces_the_encoders_q(tiny):
+    """proposal=(mu, logvar): z_i ~ that q and w_i = p(x, z_i) / q(z_i), against integration.
+
+    Two proposals in alternating rows, neither the encoder's N(m + 3, 1): each row's L_1 averages
+    to its own q's ELBO, and L_k of the better one to log p(x) - chi2 / (2k) (delta method).
+    """
+    n, model = 10_000, tiny.model
+    means, logvars = (tiny.post_mean, tiny.post_mean + 1.0), (0.0, math.log(0.25))
+    mu = torch.tensor(means).repeat(n)[:, None]  # rows 0, 2, 4, ... get q_0; 1, 3, ... q_1
+    logvar = torch.tensor(logvars).repeat(n)[:, None]  # (2n, 1) each
+    x = tiny.x.expand(2 * n, -1)
+    generator = torch.Generator().manual_seed(0)
+    bound = importance_weighted_bound(model, x, 1, proposal=(mu, logvar), generator=generator)
+    for row, (mean, lv) in enumerate(zip(means, logvars, strict=True)):
+        elbo, sd_log_w, _ = gaussian_proposal_by_integration(tiny, mean, lv)
+        assert abs(elbo - tiny.elbo) > 1  # far from the encoder's q: ignoring it would show
+        assert abs(bound[row::2].mean().item() - elbo) < 4 * sd_log_w / math.sqrt(n)
+
+    k, b = 1000, 8
+    _, _, chi2 = gaussian_proposal_by_integration(tiny, means[0], logvars[0])
+    proposal = (mu[: 2 * b : 2], logvar[: 2 * b : 2])  # (b, 1) each, all q_0
+    bound = importance_weighted_bound(
+        model, x[:b], k, chunk=300, proposal=proposal, generator=generator
+    )
+    bias, se = chi2 / (2 * k), math.sqrt(chi2 / k / b)
+    assert abs(bound.mean().item() - (tiny.log_px - bias)) < 4 * se
+
+
+def test_the_encoders_own_q_as_proposal_gives_the_same_draws(small):
+    model, images = small
+    x = images[:3]
+    plain = importance_weighted_bound(
+        model, x, 50, chunk=7, generator=torch.Generator().manual_seed(5)
+    )
+    given = importance_weighted_bound(
+        model, x, 50, chunk=7, proposal=model.encode(x), generator=torch.Generator().manual_seed(5)
+    )
+    assert torch.equal(plain, given)
 
 
 @pytest.fixture(scope="module")

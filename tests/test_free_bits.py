@@ -31,8 +31,8 @@ def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     return pa.keys() == pb.keys() and all(torch.equal(pa[k], pb[k]) for k in pa)
 
 
-def brute_force(mu: torch.Tensor, logvar: torch.Tensor, lam: float) -> float:
-    """sum_j max(lambda, mean_b KL_bj), element by element in float64 Python."""
+def brute_force(mu: torch.Tensor, logvar: torch.Tensor, kappa: float) -> float:
+    """sum_j max(kappa, mean_b KL_bj), element by element in float64 Python."""
     b, d = mu.shape
     total = 0.0
     for j in range(d):
@@ -40,19 +40,19 @@ def brute_force(mu: torch.Tensor, logvar: torch.Tensor, lam: float) -> float:
         for i in range(b):
             m, v = float(mu[i, j]), float(logvar[i, j])
             mean += (m * m + math.exp(v) - v - 1) / 2 / b
-        total += mean if mean > lam else lam
+        total += mean if mean > kappa else kappa
     return total
 
 
-@pytest.mark.parametrize("lam", [0.0, 0.05, 0.3, 1.0, 50.0])
-def test_free_bits_kl_matches_a_float64_brute_force(lam):
+@pytest.mark.parametrize("kappa", [0.0, 0.05, 0.3, 1.0, 50.0])
+def test_free_bits_kl_matches_a_float64_brute_force(kappa):
     mu, logvar = encoder_outputs()
-    got = free_bits_kl(kl_per_dimension(mu, logvar), lam)
-    assert got.item() == pytest.approx(brute_force(mu, logvar, lam), rel=1e-5)
+    got = free_bits_kl(kl_per_dimension(mu, logvar), kappa)
+    assert got.item() == pytest.approx(brute_force(mu, logvar, kappa), rel=1e-5)
 
 
-def test_lambda_between_the_dimensions_clamps_some_and_keeps_others():
-    """The test above is only sharp if lambda splits the dimensions: check that 0.3 does."""
+def test_kappa_between_the_dimensions_clamps_some_and_keeps_others():
+    """The test above is only sharp if kappa splits the dimensions: check that 0.3 does."""
     mean_kl = kl_per_dimension(*encoder_outputs()).mean(0)
     assert (mean_kl < 0.3).any() and (mean_kl > 0.3).any()
 
@@ -63,14 +63,14 @@ def test_no_free_bits_is_the_batch_mean_kl_of_the_elbo():
     torch.testing.assert_close(free_bits_kl(kl_per_dimension(mu, logvar), 0.0).double(), expected)
 
 
-def test_dimensions_below_lambda_get_no_gradient_and_the_others_the_kls():
+def test_dimensions_below_kappa_get_no_gradient_and_the_others_the_kls():
     """d/dmu_bj of mean_b KL_bj is mu_bj / B and d/dlogvar_bj is (e^logvar_bj - 1) / (2B)."""
     mu, logvar = (t.double().requires_grad_() for t in encoder_outputs())
-    lam = 0.3
-    free_bits_kl(kl_per_dimension(mu, logvar), lam).backward()
+    kappa = 0.3
+    free_bits_kl(kl_per_dimension(mu, logvar), kappa).backward()
     b = len(mu)
     with torch.no_grad():
-        above = kl_per_dimension(mu, logvar).mean(0) > lam  # (D,)
+        above = kl_per_dimension(mu, logvar).mean(0) > kappa  # (D,)
         want_mu = torch.where(above, mu / b, 0.0)
         want_logvar = torch.where(above, (logvar.exp() - 1) / (2 * b), 0.0)
     torch.testing.assert_close(mu.grad, want_mu)
@@ -79,18 +79,18 @@ def test_dimensions_below_lambda_get_no_gradient_and_the_others_the_kls():
 
 
 @pytest.mark.parametrize(
-    ("lam", "message"),
+    ("kappa", "message"),
     [
         (-0.5, "free_bits_kl: free_bits: expected a finite number in [0, inf), got -0.5 (a float)"),
         (math.nan, "expected a finite number in [0, inf), got nan (a float)"),
         (math.inf, "expected a finite number in [0, inf), got inf (a float)"),
-        (True, "got True (a bool); lambda in nats per latent dimension"),
+        (True, "got True (a bool); kappa in nats per latent dimension"),
         ("0.5", "got '0.5' (a str)"),
     ],
 )
-def test_bad_lambda_is_refused(lam, message):
+def test_bad_kappa_is_refused(kappa, message):
     with pytest.raises(ValueError) as error:
-        free_bits_kl(torch.zeros(4, 3), lam)
+        free_bits_kl(torch.zeros(4, 3), kappa)
     assert message in str(error.value)
 
 
@@ -111,10 +111,10 @@ def test_non_finite_or_integer_kls_are_refused():
         free_bits_kl(torch.zeros(2, 3, dtype=torch.long), 0.5)
 
 
-@pytest.mark.parametrize("lam", [-1.0, math.inf, None])
-def test_train_config_refuses_bad_free_bits(lam):
+@pytest.mark.parametrize("kappa", [-1.0, math.inf, None])
+def test_train_config_refuses_bad_free_bits(kappa):
     with pytest.raises(ValueError, match=r"TrainConfig.free_bits: expected a finite number in \[0"):
-        TrainConfig(free_bits=lam)
+        TrainConfig(free_bits=kappa)
 
 
 def test_the_cli_refuses_bad_free_bits_in_one_line(capsys, tmp_path):
@@ -159,25 +159,25 @@ def test_with_beta_and_warmup_the_objective_is_reconstruction_plus_beta_e_kl():
     )  # the true -ELBO: beta = 1
 
 
-def test_free_bits_above_every_kl_remove_the_kl_gradient_and_add_d_lambda():
-    """With lambda above every dimension's KL the KL term is the constant D lambda: the run has
-    the weights of beta = 0, and its objective is reconstruction + beta D lambda."""
-    lam, beta = 40.0, 2.0
-    free = fit(SMALL, replace(TINY, free_bits=lam, beta=beta), device=CPU, progress=False)
+def test_free_bits_above_every_kl_remove_the_kl_gradient_and_add_d_kappa():
+    """With kappa above every dimension's KL the KL term is the constant D kappa: the run has
+    the weights of beta = 0, and its objective is reconstruction + beta D kappa."""
+    kappa, beta = 40.0, 2.0
+    free = fit(SMALL, replace(TINY, free_bits=kappa, beta=beta), device=CPU, progress=False)
     no_kl = fit(SMALL, replace(TINY, beta=0.0), device=CPU, progress=False)
     assert same_weights(free.model, no_kl.model)
     h = free.history
-    assert max(h.train_kl) < lam  # so every dimension's KL, in every batch, is below lambda
-    want = [r + beta * SMALL.latent_dim * lam for r in h.train_reconstruction]
+    assert max(h.train_kl) < kappa  # so every dimension's KL, in every batch, is below kappa
+    want = [r + beta * SMALL.latent_dim * kappa for r in h.train_reconstruction]
     assert h.train_objective == pytest.approx(want, rel=1e-6)
     assert h.train_neg_elbo != pytest.approx(h.train_objective, rel=1e-3)
 
 
 def test_free_bits_between_the_kls_change_the_weights(plain):
-    """lambda = 0.05 nats lies inside the range of the dimensions' KLs after one epoch."""
+    """kappa = 0.05 nats lies inside the range of the dimensions' KLs after one epoch."""
     free = fit(SMALL, replace(TINY, free_bits=0.05), device=CPU, progress=False)
     h = free.history
-    assert h.train_objective[-1] > h.train_neg_elbo[-1]  # some dimension sat below lambda
+    assert h.train_objective[-1] > h.train_neg_elbo[-1]  # some dimension sat below kappa
     assert not same_weights(free.model, plain.model)
 
 

@@ -6,12 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vae_tutorial.inference_gap import (
-    bound_with_proposal,
-    gaussian_elbo,
-    inference_gaps,
-    optimal_gaussian,
-)
+from vae_tutorial.evaluate import importance_weighted_bound
+from vae_tutorial.inference_gap import gaussian_elbo, inference_gaps, optimal_gaussian
 from vae_tutorial.models import ModelConfig, build_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -90,10 +86,11 @@ def test_bound_with_a_proposal_estimates_log_px_and_uses_that_proposal(model_and
     log_px = quadrature_log_px(model, x)
     generator = torch.Generator().manual_seed(3)
     near = torch.tensor([[-0.9], [0.4], [2.2]]), torch.full((3, 1), math.log(0.2))
-    bound = bound_with_proposal(model, x, *near, 20000, generator=generator)
+    bound = importance_weighted_bound(model, x, 20000, proposal=near, generator=generator)
     torch.testing.assert_close(bound.double(), log_px, rtol=0, atol=0.02)
     far = torch.full((3, 1), 5.0), torch.full((3, 1), math.log(0.01))  # misses the posterior
-    assert (bound_with_proposal(model, x, *far, 100, generator=generator) < log_px - 5).all()
+    far_bound = importance_weighted_bound(model, x, 100, proposal=far, generator=generator)
+    assert (far_bound < log_px - 5).all()
 
 
 def test_the_gaps_add_up_and_match_the_integrals(model_and_x):
@@ -115,18 +112,29 @@ def test_the_gaps_add_up_and_match_the_integrals(model_and_x):
         (torch.zeros(3, 2), torch.zeros(3, 2), r"shape \(3, 1\)"),
         (torch.zeros(3, 1), torch.zeros(2, 1), "same shape"),
         (torch.full((3, 1), math.nan), torch.zeros(3, 1), "mu"),
+        (torch.zeros(3, 1), torch.full((3, 1), math.inf), "logvar"),
     ],
 )
 def test_bad_proposals_are_refused(model_and_x, mu, logvar, message):
     model, x = model_and_x
     with pytest.raises(ValueError, match=message):
         gaussian_elbo(model, x, mu, logvar)
+    with pytest.raises(ValueError, match=message):
+        importance_weighted_bound(model, x, 10, proposal=(mu, logvar))
+
+
+def test_a_proposal_must_be_a_pair(model_and_x):
+    model, x = model_and_x
+    with pytest.raises(ValueError, match=r"proposal: expected a tuple \(mu, logvar\)"):
+        importance_weighted_bound(model, x, 10, proposal=torch.zeros(3, 1))
 
 
 def test_grey_images_and_bad_settings_are_refused(model_and_x):
     model, x = model_and_x
     with pytest.raises(ValueError, match="binarize x"):
         gaussian_elbo(model, x * 0.5, torch.zeros(3, 1), torch.zeros(3, 1))
+    with pytest.raises(ValueError, match="binarize x"):
+        importance_weighted_bound(model, x * 0.5, 10, proposal=(torch.zeros(3, 1),) * 2)
     with pytest.raises(ValueError, match="steps"):
         optimal_gaussian(model, x, steps=0)
     with pytest.raises(ValueError, match="expected a VAE"):

@@ -4,6 +4,7 @@ there is no GPU."""
 
 import importlib.util
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -15,7 +16,7 @@ import pytest
 import torch
 
 from vae_tutorial import results
-from vae_tutorial.reference_table import reference_table
+from vae_tutorial.reference_table import projection, reference_table
 from vae_tutorial.results import (
     FORMAT_VERSION,
     Result,
@@ -329,3 +330,58 @@ def test_the_gpu_check_fails_fast_without_mnist_instead_of_downloading(tmp_path)
     assert done.returncode == 1
     assert "MNIST is not ready" in done.stderr and "does not download" in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def _curve_run(column="validation_neg_elbo", warmup=30):
+    """A reference run whose validation curve is s(t) = 90 + 40 t^(-1/2) after a warm-up of junk;
+    the test -L_5000 at the selected epoch 400 lies 5 nats below it."""
+    result = _reference()
+    result.config["train"] = {"iwae_k": 5 if column == "validation_neg_L_k" else 1}
+    result.config["train"]["warmup_epochs"] = warmup
+    curve = []
+    for e in range(10, 410, 10):
+        s = 200.0 if e <= warmup else 90.0 + 40.0 * e**-0.5
+        row = {"row": "curve", "epoch": e, "validation_neg_elbo": s, "seconds": 60.0}
+        if (
+            column == "validation_neg_L_k"
+        ):  # an IWAE run selects on -L_k; its -ELBO is another curve
+            row |= {"validation_neg_L_k": s, "validation_neg_elbo": 95.0 + 10.0 * e**-2.0}
+        curve.append(row)
+    curve[20]["seconds"] = 30.0  # the fastest stretch: 3 s per epoch
+    test = 90.0 + 40.0 * 400**-0.5 - 5.0
+    result.rows = curve + [
+        {"row": "test", "epoch": 400, "estimator": "neg_L_k", "k": 5000, "nats": test}
+        | {"se_images": 0.29, "bits_per_dim": 0.16},
+    ]
+    return result
+
+
+@pytest.mark.parametrize("column", ["validation_neg_elbo", "validation_neg_L_k"])
+def test_the_projection_recovers_a_power_law_curve_and_its_goal(column):
+    fit = projection(_curve_run(column), goal=86.0)
+    assert fit["c"] == pytest.approx(0.5, abs=2e-3) and fit["rms"] < 1e-3
+    assert fit["offset"] == pytest.approx(-5.0) and fit["asymptote"] == pytest.approx(
+        85.0, abs=0.01
+    )
+    # 90 + 40 t^(-1/2) - 5 = 86  <=>  t = (40 / 1)^2 = 1600 epochs
+    assert fit["epochs"] == pytest.approx(1600, rel=0.01)
+    assert fit["seconds_per_epoch"] == 3.0 and fit["hours"] == pytest.approx(
+        1600 * 3 / 3600, rel=0.01
+    )
+    assert projection(_curve_run(column), goal=84.0)["epochs"] == math.inf  # below the asymptote
+
+
+def test_a_projection_needs_enough_curve_after_the_warm_up():
+    with pytest.raises(ValueError, match="at least 4 curve points after epoch 380"):
+        projection(_curve_run(warmup=380), goal=86.0)
+
+
+def test_named_runs_started_in_the_same_second_get_their_own_files(tmp_path):
+    first, second = _reference(), _reference()
+    second.config = {**second.config, "run": "mlp-400-50-warmup"}
+    paths = {write_result(first, tmp_path), write_result(second, tmp_path)}
+    assert len(paths) == 2 and len(list(tmp_path.glob("*.json"))) == 2
+    assert {read_result(path).config["run"] for path in paths} == {
+        "mlp-400-20",
+        "mlp-400-50-warmup",
+    }

@@ -154,7 +154,13 @@ def train(args: argparse.Namespace) -> int:
     }
     (out / "metrics.json").write_text(_json(metrics))
     labels = _sample_labels(result.model, args.samples, None)  # a CVAE: digits 0..9 in turn
-    samples = sample_prior(result.model, args.samples, labels=labels, seed=args.seed)  # (n, 784)
+    samples = sample_prior(
+        result.model,
+        args.samples,
+        labels=labels,
+        seed=args.seed,
+        likelihood=train_config.likelihood,
+    )  # E[x|z] of the model's likelihood, (n, 784)
     title = f"{name}: decoded z ~ N(0, I)" + ("" if labels is None else ", y = 0..9 by column")
     _write_figure(samples, out / "samples.png", title, nrow=8 if labels is None else CLASSES)
     if test is None:
@@ -249,12 +255,16 @@ def _sample_labels(model: torch.nn.Module, n: int, chosen: list[int] | None) -> 
 
 
 def sample(args: argparse.Namespace) -> int:
-    """Decode z ~ N(0, I) from a checkpoint's model into a PNG grid; a CVAE's digits: --label."""
-    model = load_checkpoint(args.checkpoint, args.device).model
+    """Decode z ~ N(0, I) from a checkpoint's model into a PNG grid; a CVAE's digits: --label.
+
+    The pixels are E[x|z] under the likelihood the model was trained with.
+    """
+    saved = load_checkpoint(args.checkpoint, args.device)
+    model, likelihood = saved.model, saved.train_config.likelihood
     labels = _sample_labels(model, args.n, args.label)
     _finite_weights(model, "sample")
     ensure_writable(args.out, "--out")
-    samples = sample_prior(model, args.n, labels=labels, seed=args.seed)  # (n, 784)
+    samples = sample_prior(model, args.n, labels=labels, seed=args.seed, likelihood=likelihood)
     title = f"Samples from {args.checkpoint.parent.name}"
     if labels is not None:
         title += f", y = {', '.join(map(str, args.label or range(CLASSES)))} in turn"
@@ -319,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--beta", type=float, default=1.0, help="KL weight, 1 = the ELBO: %(default)s")
     t.add_argument("--warmup-epochs", type=int, default=0, help="KL warm-up epochs (0 = off)")
     t.add_argument(
-        "--free-bits", type=float, default=0.0, help="lambda, free nats per latent (0 = off)"
+        "--free-bits", type=float, default=0.0, help="kappa, free nats per latent (0 = off)"
     )
     t.add_argument(
         "--iwae-k", type=int, default=1, help="train on L_k with k samples (1 = the ELBO)"

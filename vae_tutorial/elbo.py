@@ -72,10 +72,10 @@ $E_w$ epochs, so the decoder learns to use $z$ before the KL pulls $q$ onto the 
 
 ## Free bits (Kingma et al. 2016)
 
-Free bits leave each latent dimension $\lambda$ nats of KL that cost nothing: with the
+Free bits leave each latent dimension $\kappa$ nats of KL that cost nothing: with the
 batch-mean KL of dimension $j$, $\overline{\mathrm{KL}}_j = \frac1B \sum_b \mathrm{KL}_{bj}$, the
-KL term of the loss becomes $\sum_j \max(\lambda, \overline{\mathrm{KL}}_j)$. A dimension below
-$\lambda$ gets no gradient from the KL, so the prior cannot pull it shut; one above gets the usual
+KL term of the loss becomes $\sum_j \max(\kappa, \overline{\mathrm{KL}}_j)$. A dimension below
+$\kappa$ gets no gradient from the KL, so the prior cannot pull it shut; one above gets the usual
 gradient. It shapes the objective only: the ELBO itself keeps the whole KL.
 """
 
@@ -177,6 +177,18 @@ def log_likelihood(likelihood: str) -> Callable[..., Tensor]:
     }[likelihood]
 
 
+def likelihood_mean(likelihood: str) -> Callable[[Tensor], Tensor]:
+    """E[x|z] of the decoder that a likelihood names: a function logits -> pixel means, elementwise.
+
+    sigmoid(logits) for a Bernoulli decoder (and the continuous BCE, which has no mean of its own);
+    `continuous_bernoulli_mean` for the continuous Bernoulli, whose mean is not lambda.
+    """
+    checks.one_of("likelihood", likelihood, LIKELIHOODS)
+    if likelihood == "continuous_bernoulli":
+        return continuous_bernoulli_mean
+    return torch.sigmoid  # $\mathbb E[x] = \mathrm{sigmoid}(\ell)$
+
+
 def kl_per_dimension(mu: Tensor, logvar: Tensor, *, check: bool = True) -> Tensor:
     """KL(N(mu, sigma^2) || N(0, 1)) for each latent dimension: (B, D) -> (B, D) nats."""
     checks.same_shape("kl_per_dimension", ("mu", "logvar"), mu, logvar)
@@ -255,7 +267,7 @@ def kl_warmup(epoch: int, warmup_epochs: int) -> float:
 
 
 def free_bits_kl(kl: Tensor, free_bits: float, *, check: bool = True) -> Tensor:
-    """The free-bits KL term, sum_j max(lambda, batch-mean KL_j): kl (B, D) -> scalar, nats."""
+    """The free-bits KL term, sum_j max(kappa, batch-mean KL_j): kl (B, D) -> scalar, nats."""
     checks.tensor("free_bits_kl: kl", kl, "(B, D)")
     if kl.ndim != 2:
         raise ValueError(
@@ -264,9 +276,9 @@ def free_bits_kl(kl: Tensor, free_bits: float, *, check: bool = True) -> Tensor:
         )
     checks.floating("free_bits_kl: kl", kl)
     free_bits = checks.real(
-        "free_bits_kl: free_bits", free_bits, low=0.0, fix="lambda in nats per latent dimension"
+        "free_bits_kl: free_bits", free_bits, low=0.0, fix="kappa in nats per latent dimension"
     )
     if check:
         _finite("free_bits_kl", kl=kl)
-    # $\sum_j \max\big(\lambda, \frac1B \sum_b \mathrm{KL}_{bj}\big)$
+    # $\sum_j \max\big(\kappa, \frac1B \sum_b \mathrm{KL}_{bj}\big)$
     return kl.mean(0).clamp(min=free_bits).sum()

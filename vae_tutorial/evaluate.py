@@ -31,6 +31,10 @@ $$\log w = \log p_\theta(x \mid z) + \log p(z) - \log q_\phi(z \mid x),$$
 $$\log p(z) - \log q_\phi(z \mid x)
 = \tfrac12 \sum_j \big(\epsilon_j^2 - z_j^2 + \log\sigma_j^2\big).$$
 
+Any Gaussian $q(z \mid x) = \mathcal N(\mu, \sigma^2)$ gives such a bound, not only the encoder's:
+`importance_weighted_bound(..., proposal=(mu, logvar))` draws the $z_i$ from it instead (the
+inference gap of `inference_gap` compares the encoder's $q_\phi$ with the best Gaussian $q^*$ so).
+
 The log-weights are hundreds of nats below zero, where $e^{\log w}$ underflows, so $\log \frac1k
 \sum_i w_i$ is computed as $\operatorname{logsumexp}_i \log w_i - \log k$. For large $k$ the samples
 come in chunks, and the chunks' sums are combined with $\log(e^a + e^b) =
@@ -164,18 +168,48 @@ def _log_weights(
     return log_px_z + log_pz_minus_log_q
 
 
+def _checked_proposal(
+    fn: str, model: VAE, n: int, proposal: object, check: bool
+) -> tuple[Tensor, Tensor]:
+    """A given q = N(mu, diag exp(logvar)): mu, logvar (n, D), one row per image, checked."""
+    if not (isinstance(proposal, tuple) and len(proposal) == 2):
+        raise ValueError(
+            f"{fn}: proposal: expected a tuple (mu, logvar), got {checks.describe(proposal)}"
+        )
+    mu, logvar = proposal
+    checks.same_shape(fn, ("mu", "logvar"), mu, logvar)
+    if mu.shape != (n, model.config.latent_dim):
+        raise ValueError(
+            f"{fn}: expected mu and logvar of shape ({n}, {model.config.latent_dim}), one row "
+            f"per image, got {tuple(mu.shape)}"
+        )
+    if check:
+        checks.finite(f"{fn}: mu", mu)
+        checks.finite(f"{fn}: logvar", logvar)
+    return mu, logvar
+
+
 def _encode_checked(
-    fn: str, model: VAE, x: Tensor, check: bool, likelihood: str, labels: Tensor | None = None
+    fn: str,
+    model: VAE,
+    x: Tensor,
+    check: bool,
+    likelihood: str,
+    labels: Tensor | None = None,
+    proposal: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, tuple[Tensor, ...]]:
     """mu, logvar (B, D), flat x (B, 784) and the label arguments (a CVAE's (labels,), else ()).
 
-    Model, x and labels are checked once if check (x binary for Bernoulli).
+    mu, logvar are the encoder's q(z|x), or the given proposal's. Model, x, labels and the
+    proposal are checked once if check (x binary for Bernoulli).
     """
     checks.one_of("likelihood", likelihood, LIKELIHOODS)
     check_model(fn, model, weights=check)
     checks.tensor(f"{fn}: x", x, "(B, 784)")
     conditions = label_args(fn, model, labels, len(x), check=check)  # (labels,) or ()
     mu, logvar = model.encode(x, *conditions, check=check)  # (B, D) each, x checked in [0, 1]
+    if proposal is not None:  # a given q replaces the encoder's, whose pass still checked x
+        mu, logvar = _checked_proposal(fn, model, len(x), proposal, check)
     x = x.reshape(len(x), -1)  # (B, 784)
     if check and likelihood == "bernoulli":
         fix = "binarize x, or pass the likelihood the model was trained with for grey x"
@@ -214,15 +248,18 @@ def importance_weighted_bound(
     check: bool = True,
     likelihood: str = "bernoulli",
     labels: Tensor | None = None,
+    proposal: tuple[Tensor, Tensor] | None = None,
 ) -> Tensor:
     """L_k = log (1/k) sum_i w_i, chunk samples per decoder call: x (B, 784) -> (B,) nats.
 
     likelihood: the one the model was trained with (TrainConfig.likelihood), on the data it models.
     A CVAE needs labels (B,): its L_k bounds log p(x|y).
+    proposal: (mu, logvar), each (B, D), a Gaussian q = N(mu, diag exp(logvar)) that replaces the
+    encoder's q(z|x): the z_i are drawn from it, and w_i = p(x, z_i) / q(z_i).
     """
     k = checks.positive_int("k", k)
     fn = "importance_weighted_bound"
-    mu, logvar, x, y = _encode_checked(fn, model, x, check, likelihood, labels)
+    mu, logvar, x, y = _encode_checked(fn, model, x, check, likelihood, labels, proposal)
     chunk = max(1, ROWS_PER_CHUNK // max(1, len(x))) if chunk is None else chunk
     chunk = checks.positive_int("chunk", chunk)
     # $\log \sum_i w_i$ over the chunks so far, (B,)

@@ -16,23 +16,20 @@ $q$ from $x$ in one pass instead of fitting it per image.
 starting from the encoder's $q_\phi$, with the step size decaying linearly to 0 (a noisy objective
 settles). `gaussian_elbo` is the ELBO of any diagonal Gaussian: the reconstruction term averaged
 over `samples` draws $z = \mu + \sigma \odot \epsilon$, the KL in closed form. `log p(x)` is
-estimated with $\mathcal L_k$, using whichever of $q_\phi$ and $q^*$ gives the larger (both are
-lower bounds). Everything is per image, in nats, for the Bernoulli VAE of binary images.
+estimated with $\mathcal L_k$ (`evaluate.importance_weighted_bound`, its `proposal` each of
+$q_\phi$ and $q^*$ in turn), using whichever gives the larger (both are lower bounds). Everything
+is per image, in nats, for the Bernoulli VAE of binary images.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 from torch import Tensor
 
 from vae_tutorial import checks
 from vae_tutorial.elbo import bernoulli_log_likelihood, kl_to_standard_normal
-from vae_tutorial.evaluate import _log_weights
+from vae_tutorial.evaluate import importance_weighted_bound
 from vae_tutorial.models import VAE, check_model
-
-ROWS_PER_CHUNK = 32768  # decoder rows per call, as in evaluate.importance_weighted_bound
 
 
 def _check(fn: str, model: VAE, x: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
@@ -108,27 +105,6 @@ def optimal_gaussian(
     return mu.detach(), logvar.detach()
 
 
-@torch.no_grad()
-def bound_with_proposal(
-    model: VAE,
-    x: Tensor,
-    mu: Tensor,
-    logvar: Tensor,
-    k: int,
-    *,
-    generator: torch.Generator | None = None,
-) -> Tensor:
-    """L_k with the proposal q = N(mu, diag exp(logvar)) in place of the encoder's: (B,) nats."""
-    x = _check("bound_with_proposal", model, x, mu, logvar)
-    k = checks.positive_int("k", k)
-    chunk = max(1, ROWS_PER_CHUNK // len(x))
-    log_sum_w = torch.full_like(mu[:, 0], -math.inf)  # $\log \sum_i w_i$ so far, (B,)
-    for start in range(0, k, chunk):
-        log_w = _log_weights(model, x, mu, logvar, min(chunk, k - start), generator)  # (k', B)
-        log_sum_w = torch.logaddexp(log_sum_w, torch.logsumexp(log_w, 0))
-    return log_sum_w - math.log(k)  # $\mathcal L_k = \log \frac1k \sum_i w_i$
-
-
 def inference_gaps(
     model: VAE,
     x: Tensor,
@@ -155,7 +131,10 @@ def inference_gaps(
             out[f"elbo_{name}"] = gaussian_elbo(
                 model, x, mu, logvar, samples=elbo_samples, generator=generator
             )
-            out[f"bound_{name}"] = bound_with_proposal(model, x, mu, logvar, k, generator=generator)
+            # $\mathcal L_k$ with $z_i \sim q$, this q in place of the encoder's
+            out[f"bound_{name}"] = importance_weighted_bound(
+                model, x, k, proposal=(mu, logvar), generator=generator
+            )
     # both L_k are lower bounds of $\log p_\theta(x)$: the larger is the closer
     out["log_px"] = torch.maximum(out["bound_encoder"], out["bound_optimal"])
     # $\log p(x) - \mathrm{ELBO}(q^*)$ and $\mathrm{ELBO}(q^*) - \mathrm{ELBO}(q_\phi)$

@@ -2,12 +2,16 @@
 
 `benchmarks/reference.py` writes one `reference` result file per run (see its protocol); this module
 renders the complete ones, newest per run and seed, next to the published figures in LITERATURE,
-for chapter 10 (with {cite} roles) and README (plain text). No measured number is typed here.
+for chapter 10 (with {cite} roles) and README (plain text), and projects how many epochs a run
+would need to reach a goal. No measured number is typed here.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+
+import numpy as np
 
 from vae_tutorial.results import Result, load_results, markdown_table
 
@@ -110,3 +114,53 @@ def reference_table(directory: str | Path | None = None, *, cite: bool = False) 
             ]
         )
     return markdown_table(header, rows)
+
+
+def projection(result: Result, goal: float, skip: int = 20) -> dict:
+    """Where the run's curve leads, by the fit s(t) = a + b t^(-c) of its validation score.
+
+    s(t) is the selection column (-ELBO, or -L_k for an IWAE run) at epoch t, fitted for t > skip
+    and after any warm-up, c by grid search and a, b by least squares. The test -log p(x) at epoch t
+    is projected as s(t) + offset, the offset measured at the selected epoch and assumed constant.
+    Returns a, b, c, offset, rms (the fit's residual, nats), asymptote (a + offset), epochs (where
+    the projection reaches `goal`; inf if the asymptote is above it), seconds_per_epoch (the
+    fastest pace measured between two curve points, validation included: the runs share a
+    machine, and its slower stretches measure the other work) and hours (from scratch, at it).
+    """
+    curve = result.select(row="curve")
+    column = "validation_neg_L_k" if "validation_neg_L_k" in curve[0] else "validation_neg_elbo"
+    start = max(skip, result.config["train"].get("warmup_epochs", 0))
+    t = np.array([row["epoch"] for row in curve if row["epoch"] > start], dtype=np.float64)
+    s = np.array([row[column] for row in curve if row["epoch"] > start], dtype=np.float64)
+    if len(t) < 4:
+        raise ValueError(f"projection: expected at least 4 curve points after epoch {start}")
+    best = None
+    for c in np.arange(0.01, 2.0, 0.001):
+        design = np.stack([np.ones_like(t), t**-c], axis=1)  # (T, 2)
+        (a, b), *_ = np.linalg.lstsq(design, s, rcond=None)
+        sse = float(((design @ np.array([a, b]) - s) ** 2).sum())
+        if best is None or sse < best[0]:
+            best = (sse, float(a), float(b), float(c))
+    sse, a, b, c = best
+    k = max(r["k"] for r in result.select(row="test", estimator="neg_L_k"))
+    test = score_row(result, "neg_L_k", k)
+    selected = next(row[column] for row in curve if row["epoch"] == test["epoch"])
+    offset = test["nats"] - selected  # test -L_k minus the validation score, at the selected epoch
+    # $a + b t^{-c} + o = g \iff t = (b / (g - o - a))^{1/c}$, o the offset and g the goal
+    room = goal - offset - a
+    epochs = (b / room) ** (1 / c) if room > 0 and b > 0 else math.inf
+    pace = min(  # seconds per epoch
+        row["seconds"] / (row["epoch"] - before)
+        for before, row in zip([0] + [r["epoch"] for r in curve], curve, strict=False)
+    )
+    return {
+        "a": a,
+        "b": b,
+        "c": c,
+        "offset": offset,
+        "rms": math.sqrt(sse / len(t)),
+        "asymptote": a + offset,
+        "epochs": epochs,
+        "seconds_per_epoch": pace,
+        "hours": epochs * pace / 3600,
+    }

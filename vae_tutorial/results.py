@@ -147,9 +147,14 @@ class Result:
 
     @property
     def file_name(self) -> str:
-        """`<kind>-<device>-<YYYYmmddTHHMMSSZ>.json`, from the start date."""
+        """`<kind>[-<run>]-<device>-<YYYYmmddTHHMMSSZ>.json`, from the start date.
+
+        A named run (config["run"], as the reference runs have) keeps its own file even when
+        another run starts in the same second.
+        """
         stamp = self.date_utc.replace("-", "").replace(":", "")
-        return f"{self.kind}-{self.hardware['device']}-{stamp}.json"
+        run = f"-{self.config['run']}" if "run" in self.config else ""
+        return f"{self.kind}{run}-{self.hardware['device']}-{stamp}.json"
 
     def select(self, **match: Scalar) -> list[dict[str, Scalar]]:
         """The rows whose columns equal every keyword given, in file order."""

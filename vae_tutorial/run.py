@@ -27,7 +27,7 @@ class TrainConfig:
     seed: int = 0  # seeds the initial weights, the shuffling, the binarization and z ~ q(z|x)
     beta: float = 1.0  # weight of the KL term; 1 gives the negative ELBO (beta-VAE otherwise)
     warmup_epochs: int = 0  # KL warm-up: beta * min(1, (epoch + 1) / warmup_epochs); 0 = off
-    free_bits: float = 0.0  # lambda, free KL in nats per latent dimension (Kingma 2016); 0 = off
+    free_bits: float = 0.0  # kappa, free KL in nats per latent dimension (Kingma 2016); 0 = off
     iwae_k: int = 1  # k of the IWAE objective -L_k (Burda et al. 2016); 1 = the -ELBO, closed KL
     binarize: str = "dynamic"  # "dynamic": fresh x ~ Bernoulli(pixels) each pass; "none": grey
     # "bernoulli" (binary x), "continuous_bernoulli" (grey x), "continuous_bce" (not a likelihood)
@@ -46,7 +46,7 @@ class TrainConfig:
         self.lr = checks.real("TrainConfig.lr", self.lr, low=0, open_low=True)
         self.beta = checks.real("TrainConfig.beta", self.beta, low=0)
         self.free_bits = checks.real(
-            "TrainConfig.free_bits", self.free_bits, low=0, fix="lambda in nats per latent; 0 = off"
+            "TrainConfig.free_bits", self.free_bits, low=0, fix="kappa in nats per latent; 0 = off"
         )
         checks.one_of("TrainConfig.binarize", self.binarize, BINARIZE)
         checks.one_of("TrainConfig.likelihood", self.likelihood, LIKELIHOODS)

@@ -5,6 +5,9 @@ r"""Sampling: decoding the prior, reconstructions, interpolations and a 2-D late
 A sample from the model is $z \sim p(z) = \mathcal N(0, I)$ followed by the decoder; we show the
 Bernoulli means $\mathrm{sigmoid}(g_\theta(z))$, the usual picture, rather than binary draws. A
 reconstruction decodes the encoder's mean $\mu_\phi(x)$, or a draw $z \sim q_\phi(z \mid x)$.
+`sample_prior` shows the mean $\mathbb E[x \mid z]$ of the likelihood the model was trained with:
+for the continuous Bernoulli that is `continuous_bernoulli_mean`, not $\lambda =
+\mathrm{sigmoid}(g_\theta(z))$.
 
 ## Interpolation
 
@@ -32,6 +35,7 @@ import torch
 from torch import Tensor
 
 from vae_tutorial import checks
+from vae_tutorial.elbo import likelihood_mean
 from vae_tutorial.evaluate import encode_dataset
 from vae_tutorial.models import (
     PIXELS,
@@ -45,13 +49,21 @@ from vae_tutorial.models import (
 
 @torch.no_grad()
 def sample_prior(
-    model: VAE | Autoencoder, n: int, *, labels: Tensor | None = None, seed: int = 0
+    model: VAE | Autoencoder,
+    n: int,
+    *,
+    labels: Tensor | None = None,
+    seed: int = 0,
+    likelihood: str = "bernoulli",
 ) -> Tensor:
-    """Decoded draws z ~ N(0, I) with a seeded generator: pixel means (n, 784) in (0, 1).
+    """Decoded draws z ~ N(0, I) with a seeded generator: pixel means E[x|z] (n, 784) in (0, 1).
 
-    A CVAE draws the digits it is told: labels (n,) int64 in 0..9, sigmoid(g_theta([z, e_y]));
+    likelihood: the one the model was trained with (TrainConfig.likelihood); it sets the mean,
+    sigmoid(g_theta(z)) for a Bernoulli decoder, `continuous_bernoulli_mean` for that one.
+    A CVAE draws the digits it is told: labels (n,) int64 in 0..9, decoded from [z, e_y];
     the z draws depend on the seed only, so one seed with other labels gives the same styles.
     """
+    mean = likelihood_mean(likelihood)  # logits -> E[x|z], elementwise
     check_model("sample_prior", model, vae=False)
     n = checks.positive_int("n", n)
     conditions = label_args("sample_prior", model, labels, n)  # (labels,) or ()
@@ -60,8 +72,8 @@ def sample_prior(
     generator = torch.Generator(device=param.device).manual_seed(seed)
     shape = (n, model.config.latent_dim)
     z = torch.randn(shape, generator=generator, device=param.device, dtype=param.dtype)  # (n, D)
-    # $\mathrm{sigmoid}(g_\theta(z))$, $z \sim \mathcal N(0, I)$, (n, 784)
-    return model.decode_probs(z, *conditions)
+    # $\mathbb E[x \mid z]$ from the logits $g_\theta(z)$, $z \sim \mathcal N(0, I)$, (n, 784)
+    return mean(model.decode(z, *conditions))
 
 
 @torch.no_grad()

@@ -6,8 +6,8 @@ $$\mathcal L(\theta, \phi) = \frac1B \sum_b \Big[-\log p_\theta(x_b \mid z_b)
 + \beta\, \mathrm{KL}\big(q_\phi(z \mid x_b) \,\|\, p(z)\big)\Big],
 \qquad z_b \sim q_\phi(z \mid x_b).$$
 
-$\beta$ may warm up over the first epochs (`kl_warmup`), and with free bits $\lambda > 0$ the KL
-term becomes $\sum_j \max(\lambda, \frac1B \sum_b \mathrm{KL}_{bj})$ (`elbo.free_bits_kl`). The
+$\beta$ may warm up over the first epochs (`kl_warmup`), and with free bits $\kappa > 0$ the KL
+term becomes $\sum_j \max(\kappa, \frac1B \sum_b \mathrm{KL}_{bj})$ (`elbo.free_bits_kl`). The
 history records that objective (`train_objective`) beside the true negative ELBO (`train_neg_elbo`).
 
 The whole training set lives on the device and `data.Batches` shuffles it there, so an epoch has no
@@ -170,8 +170,8 @@ def _train_epoch(
         else:
             reconstruction, kl = _losses(forward, x, kind, likelihood, amp, y)  # (B,), (B, D)
             # $\mathcal L = \frac1B \sum_b -\log p(x_b \mid z_b)
-            # + \beta \sum_j \max\big(\lambda, \frac1B \sum_b \mathrm{KL}_{bj}\big)$,
-            # $\lambda \ge 0$
+            # + \beta \sum_j \max\big(\kappa, \frac1B \sum_b \mathrm{KL}_{bj}\big)$,
+            # $\kappa \ge 0$
             loss = reconstruction.mean() + beta * free_bits_kl(kl, free_bits, check=False)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

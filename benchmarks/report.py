@@ -20,12 +20,13 @@ when a chapter of _toc.yml has no run time.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
 import yaml
 
-from vae_tutorial.reference_table import reference_runs, reference_table
+from vae_tutorial.reference_table import LITERATURE, projection, reference_runs, reference_table
 from vae_tutorial.results import (
     Result,
     chapter_number,
@@ -144,7 +145,28 @@ def reference_block(directory: Path | None = None) -> str:
             f"{per_epoch:.1f} s each with validation, then {time['test_seconds'] / 60:.0f} min of "
             "test scoring.\n"
         )
+        text += "  " + projection_line(run) + "\n"
     return text.rstrip("\n")
+
+
+def projection_line(run: Result) -> str:
+    """Where the run's validation curve leads (reference_table.projection), against Burda et al."""
+    figures = [figure for figure in LITERATURE if figure["likelihood"]]
+    try:
+        fits = [projection(run, goal=figure["nats"]) for figure in figures]
+    except ValueError as error:
+        return f"Its curve is too short to project ({error})."
+    reach = [
+        f"{figure['nats']} nats after about {fit['epochs']:,.0f} epochs ({fit['hours']:.0f} h at "
+        f"{fit['seconds_per_epoch']:.1f} s each)"
+        if math.isfinite(fit["epochs"])
+        else f"{figure['nats']} nats at no number of epochs"
+        for figure, fit in zip(figures, fits, strict=True)
+    ]
+    return (
+        f"Its validation curve, fitted as a + b t^-c, levels off at {fits[0]['asymptote']:.2f} "
+        f"nats of projected test -log p(x): it would reach {'; '.join(reach)}."
+    )
 
 
 def block(page: str, directory: Path | None = None, root: Path = ROOT, begin: str = BEGIN) -> str:

@@ -6,6 +6,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -350,8 +351,13 @@ def _curve_run(column="validation_neg_elbo", warmup=30):
     curve[20]["seconds"] = 30.0  # the fastest stretch: 3 s per epoch
     test = 90.0 + 40.0 * 400**-0.5 - 5.0
     result.rows = curve + [
+        {"row": "test", "epoch": 400, "estimator": "neg_elbo", "k": 1, "nats": test + 5.0}
+        | {"se_images": 0.31, "bits_per_dim": 0.17},
         {"row": "test", "epoch": 400, "estimator": "neg_L_k", "k": 5000, "nats": test}
         | {"se_images": 0.29, "bits_per_dim": 0.16},
+        {"row": "units", "epoch": 400, "active_units": 17, "latent_dim": 20},
+        {"row": "time", "epochs": 400, "train_seconds": 2370.0, "test_seconds": 600.0}
+        | {"wall_seconds": 3000.0},
     ]
     return result
 
@@ -385,3 +391,14 @@ def test_named_runs_started_in_the_same_second_get_their_own_files(tmp_path):
         "mlp-400-20",
         "mlp-400-50-warmup",
     }
+
+
+def test_readme_says_where_each_reference_curve_leads(tmp_path):
+    write_result(_curve_run(), tmp_path)
+    line = report.reference_block(tmp_path).splitlines()[-1]
+    assert "levels off at 85.00 nats" in line
+    # 90 + 40 t^(-1/2) - 5 = g  <=>  t = (40 / (g - 85))^2: 516 epochs for 86.76, 5487 for 85.54
+    epochs = [float(n.replace(",", "")) for n in re.findall(r"after about ([\d,]+) epochs", line)]
+    assert epochs == [pytest.approx(516.5, rel=0.02), pytest.approx(5487, rel=0.02)]
+    write_result(_reference(date="2026-01-05T03:04:05Z"), tmp_path / "short")
+    assert "too short to project" in report.reference_block(tmp_path / "short")

@@ -137,9 +137,9 @@ def reference_block(directory: Path | None = None) -> str:
         )
     for run in runs:
         time = run.one(row="time")
-        per_epoch = time["train_seconds"] / time["epochs"]
+        per_epoch, nice = time["train_seconds"] / time["epochs"], run.hardware.get("nice", 0)
         text += (
-            f"- {run.config['run']}, seed {run.config['seed']}: `nice -n 15 python "
+            f"- {run.config['run']}, seed {run.config['seed']}: `nice -n {nice} python "
             f"{run.command}` took {time['wall_seconds'] / 3600:.1f} h of wall time, niced on a "
             f"machine shared with other work, on {describe(run)}: {time['epochs']} epochs at "
             f"{per_epoch:.1f} s each with validation, then {time['test_seconds'] / 60:.0f} min of "

@@ -221,8 +221,10 @@ def test_a_chapter_without_a_run_time_fails_the_check(tmp_path):
         report.stale_pages(root=tmp_path)
 
 
-def _reference(complete=True, nats=88.123, date="2026-01-02T03:04:05Z"):
-    """A `reference` run as benchmarks/reference.py writes it: curve, test, units and time rows."""
+def _reference(complete=True, nats=88.123, date="2026-01-02T03:04:05Z", curve=None):
+    """A `reference` run as benchmarks/reference.py writes it: curve, test, units and time rows.
+
+    curve: its curve rows (default: epochs 10 and 20); the run is scored at the last epoch."""
     result = _result(kind="reference", date=date, complete=complete)
     result.config = {
         "run": "mlp-400-20",
@@ -230,17 +232,19 @@ def _reference(complete=True, nats=88.123, date="2026-01-02T03:04:05Z"):
         "model": {"kind": "vae", "arch": "mlp", "hidden_dim": 400, "latent_dim": 20},
         "train": {"iwae_k": 1, "warmup_epochs": 0},
     }
-    result.rows = [
+    curve = curve or [
         {"row": "curve", "epoch": e, "validation_neg_elbo": 95.0 - e / 10, "train_neg_elbo": 94.0}
         | {"test_neg_elbo": 94.5, "seconds": 60.0}
         for e in (10, 20)
-    ] + [
-        {"row": "test", "epoch": 20, "estimator": "neg_elbo", "k": 1, "nats": 92.5}
+    ]
+    epoch, seconds = curve[-1]["epoch"], sum(row["seconds"] for row in curve)
+    result.rows = curve + [
+        {"row": "test", "epoch": epoch, "estimator": "neg_elbo", "k": 1, "nats": 92.5}
         | {"se_images": 0.31, "bits_per_dim": 0.17},
-        {"row": "test", "epoch": 20, "estimator": "neg_L_k", "k": 5000, "nats": nats}
+        {"row": "test", "epoch": epoch, "estimator": "neg_L_k", "k": 5000, "nats": nats}
         | {"se_images": 0.29, "bits_per_dim": 0.1624},
-        {"row": "units", "epoch": 20, "active_units": 17, "latent_dim": 20},
-        {"row": "time", "epochs": 20, "train_seconds": 120.0, "test_seconds": 600.0}
+        {"row": "units", "epoch": epoch, "active_units": 17, "latent_dim": 20},
+        {"row": "time", "epochs": epoch, "train_seconds": seconds, "test_seconds": 600.0}
         | {"wall_seconds": 720.0},
     ]
     return result
@@ -336,29 +340,19 @@ def test_the_gpu_check_fails_fast_without_mnist_instead_of_downloading(tmp_path)
 def _curve_run(column="validation_neg_elbo", warmup=30):
     """A reference run whose validation curve is s(t) = 90 + 40 t^(-1/2) after a warm-up of junk;
     the test -L_5000 at the selected epoch 400 lies 5 nats below it."""
-    result = _reference()
-    result.config["train"] = {"iwae_k": 5 if column == "validation_neg_L_k" else 1}
-    result.config["train"]["warmup_epochs"] = warmup
     curve = []
     for e in range(10, 410, 10):
         s = 200.0 if e <= warmup else 90.0 + 40.0 * e**-0.5
         row = {"row": "curve", "epoch": e, "validation_neg_elbo": s, "seconds": 60.0}
-        if (
-            column == "validation_neg_L_k"
-        ):  # an IWAE run selects on -L_k; its -ELBO is another curve
+        if column == "validation_neg_L_k":  # an IWAE run selects on -L_k; its -ELBO differs
             row |= {"validation_neg_L_k": s, "validation_neg_elbo": 95.0 + 10.0 * e**-2.0}
         curve.append(row)
     curve[20]["seconds"] = 30.0  # the fastest stretch: 3 s per epoch
-    test = 90.0 + 40.0 * 400**-0.5 - 5.0
-    result.rows = curve + [
-        {"row": "test", "epoch": 400, "estimator": "neg_elbo", "k": 1, "nats": test + 5.0}
-        | {"se_images": 0.31, "bits_per_dim": 0.17},
-        {"row": "test", "epoch": 400, "estimator": "neg_L_k", "k": 5000, "nats": test}
-        | {"se_images": 0.29, "bits_per_dim": 0.16},
-        {"row": "units", "epoch": 400, "active_units": 17, "latent_dim": 20},
-        {"row": "time", "epochs": 400, "train_seconds": 2370.0, "test_seconds": 600.0}
-        | {"wall_seconds": 3000.0},
-    ]
+    result = _reference(nats=90.0 + 40.0 * 400**-0.5 - 5.0, curve=curve)
+    result.config["train"] = {
+        "iwae_k": 5 if column == "validation_neg_L_k" else 1,
+        "warmup_epochs": warmup,
+    }
     return result
 
 

@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 LINTED := vae_tutorial tests benchmarks book mutants
 
-.PHONY: book lab test data notebooks lint bench mutants clean
+.PHONY: book lab test data notebooks lint bench mutants portability clean
 
 # Create the virtual environment once; reinstall only when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -52,6 +52,15 @@ bench: $(STAMP) data
 # Not part of `make test`: it runs the unit tests once per break (minutes).
 mutants: $(STAMP) data
 	$(PY) mutants/run.py
+
+# The unit tests and every chapter (nbval) under three CPU kernel paths: native, avx2, default (SSE).
+# Not part of `make test` (it runs the suite once per path). Select with PATHS="avx2 default",
+# CHAPTERS="book/07_collapse.ipynb" (or none); JOBS=2 runs two paths at once, one thread each.
+PATHS ?= native avx2 default
+CHAPTERS ?=
+JOBS ?= 1
+portability: $(STAMP) data
+	$(PY) tests/portability.py --paths "$(PATHS)" --jobs $(JOBS) $(if $(CHAPTERS),--chapters "$(CHAPTERS)")
 
 clean:
 	rm -rf _build .pytest_cache .ruff_cache

@@ -1,0 +1,168 @@
+"""Run the unit tests and the chapters (nbval) under several CPU kernel paths: `make portability`.
+
+Each path is a set of environment variables that caps the instruction set of PyTorch's own kernels
+(ATen), of MKL and of oneDNN. The variables are case-sensitive and silently ignored when misspelt,
+so each run first asserts that its path took effect: ATen's `get_cpu_capability()`, oneDNN's
+`isa:` banner (ONEDNN_VERBOSE=1) and MKL's banner (MKL_VERBOSE=1), where MKL names one; on CPUs
+not made by Intel it prints "Intel(R) Architecture processors" whatever it runs, and says so.
+"""
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LOGS = ROOT / "_build" / "portability"
+
+# path: (its variables, ATen's capability, oneDNN's isa, MKL's instruction set in its banner)
+PATHS = {
+    "native": ({}, None, None, None),
+    "avx2": (
+        {
+            "ATEN_CPU_CAPABILITY": "avx2",
+            "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+            "ONEDNN_MAX_CPU_ISA": "AVX2",
+        },
+        "AVX2",
+        "AVX2",
+        "AVX2",
+    ),
+    "default": (
+        {
+            "ATEN_CPU_CAPABILITY": "default",
+            "MKL_ENABLE_INSTRUCTIONS": "SSE4_2",
+            "ONEDNN_MAX_CPU_ISA": "SSE41",
+        },
+        "DEFAULT",
+        "SSE4.1",
+        "SSE4.2",
+    ),
+}
+VARIABLES = sorted({name for env, *_ in PATHS.values() for name in env})
+
+# One matrix product through MKL and one convolution through oneDNN, each printing its banner.
+PROBE = """
+import torch
+print("aten:", torch.backends.cpu.get_cpu_capability(), flush=True)
+torch.randn(64, 64) @ torch.randn(64, 64)
+with torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON):
+    torch.nn.Conv2d(16, 32, 3)(torch.randn(8, 16, 28, 28))
+"""
+
+
+def environment(path: str, threads: int | None) -> dict[str, str]:
+    """os.environ with the path's variables (and none of the others); threads caps OMP and MKL."""
+    env = {k: v for k, v in os.environ.items() if k not in VARIABLES}
+    env.update(PATHS[path][0])
+    if threads is not None:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    return env
+
+
+def check_path(path: str, env: dict[str, str]) -> str:
+    """Assert that the path took effect; return a line naming what each library runs."""
+    _, aten, onednn, mkl = PATHS[path]
+    probe = {**env, "MKL_VERBOSE": "1", "ONEDNN_VERBOSE": "1"}
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE], env=probe, capture_output=True, text=True, check=True
+    ).stdout
+    got_aten = re.search(r"^aten: (\S+)", out, re.M).group(1)
+    isa = re.search(r"isa:(.*)", out)
+    got_onednn = isa.group(1).strip() if isa else "no banner"
+    banner = re.search(r"MKL_VERBOSE oneMKL.*? for (.*?), Lnx", out)
+    got_mkl = banner.group(1) if banner else "no banner"
+    problems = []
+    if aten and got_aten != aten:
+        problems.append(f"ATen runs {got_aten}, expected {aten}")
+    if onednn and onednn not in got_onednn:
+        problems.append(f"oneDNN runs {got_onednn!r}, expected {onednn}")
+    mkl_names_isa = re.search(r"SSE|AVX", got_mkl)
+    if mkl and mkl_names_isa and mkl not in got_mkl:
+        problems.append(f"MKL runs {got_mkl!r}, expected {mkl}")
+    if problems:
+        raise SystemExit(
+            f"portability: path {path!r} did not take effect ({'; '.join(problems)}); check the "
+            f"spelling of {', '.join(PATHS[path][0]) or 'the inherited variables'} and that this "
+            "CPU has the instruction set"
+        )
+    note = "" if mkl_names_isa else " (MKL names no instruction set on this CPU)"
+    return f"ATen {got_aten}; oneDNN {got_onednn}; MKL {got_mkl}{note}"
+
+
+def run_path(path: str, chapters: list[str], units: bool, threads: int | None) -> list[str]:
+    """Check the path, then run the unit tests and the chapters under it: one line per run."""
+    env = environment(path, threads)
+    lines = [f"{path}: {check_path(path, env)}"]
+    pytest = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+    runs = []
+    if units:
+        runs.append(("units", [*pytest, "tests", "--ignore=tests/site"]))
+    if chapters:
+        nbval = ["--nbval", *chapters, "--nbval-sanitize-with", "book/sanitize.cfg"]
+        runs.append(("chapters", [*pytest, *nbval]))
+    for name, command in runs:
+        log = LOGS / f"{path}-{name}.log"
+        tick = time.perf_counter()
+        with log.open("w") as out:
+            code = subprocess.run(command, env=env, cwd=ROOT, stdout=out, stderr=out).returncode
+        minutes, seconds = divmod(round(time.perf_counter() - tick), 60)
+        verdict = "passed" if code == 0 else f"FAILED (exit {code})"
+        summary = log.read_text().strip().splitlines()[-1:]
+        lines.append(f"{path}: {name} {verdict} in {minutes}m{seconds:02d}s, {summary}; log: {log}")
+    return lines
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--paths", default=" ".join(PATHS), help=f"space-separated, of {', '.join(PATHS)} (all)"
+    )
+    parser.add_argument(
+        "--chapters",
+        default=None,
+        help="space-separated notebooks, or 'none' (default: every book/*.ipynb)",
+    )
+    parser.add_argument("--no-units", action="store_true", help="skip the unit tests")
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="paths run at once; above 1, one thread each"
+    )
+    args = parser.parse_args(argv)
+    args.paths = args.paths.split()
+    unknown = [p for p in args.paths if p not in PATHS]
+    if unknown or not args.paths:
+        parser.error(f"--paths: unknown {unknown or 'empty'}; choose from {', '.join(PATHS)}")
+    if args.chapters is None:
+        args.chapters = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "book").glob("*.ipynb"))
+    elif args.chapters.strip() == "none":
+        args.chapters = []
+    else:
+        args.chapters = args.chapters.split()
+        missing = [c for c in args.chapters if not (ROOT / c).is_file()]
+        if missing:
+            parser.error(f"--chapters: no such notebook {missing}; give paths like book/01_*.ipynb")
+    if args.jobs < 1:
+        parser.error(f"--jobs: expected a positive int, got {args.jobs}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    LOGS.mkdir(parents=True, exist_ok=True)
+    threads = 1 if args.jobs > 1 else None
+    failed = False
+    with ThreadPoolExecutor(args.jobs) as pool:
+        for report in pool.map(  # each path's lines once its runs end, in the order given
+            lambda p: run_path(p, args.chapters, not args.no_units, threads), args.paths
+        ):
+            print("\n".join(report), flush=True)
+            failed |= any("FAILED" in line for line in report)
+    return int(failed)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

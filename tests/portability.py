@@ -5,6 +5,7 @@ Each path is a set of environment variables that caps the instruction set of PyT
 so each run first asserts that its path took effect: ATen's `get_cpu_capability()`, oneDNN's
 `isa:` banner (ONEDNN_VERBOSE=1) and MKL's banner (MKL_VERBOSE=1), where MKL names one; on CPUs
 not made by Intel it prints "Intel(R) Architecture processors" whatever it runs, and says so.
+Each run's wall time and what each library ran go into benchmarks/results/portability-cpu-*.json.
 """
 
 import argparse
@@ -15,6 +16,8 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from vae_tutorial.results import Result, Scalar, hardware, write_result
 
 ROOT = Path(__file__).resolve().parent.parent
 LOGS = ROOT / "_build" / "portability"
@@ -64,8 +67,8 @@ def environment(path: str, threads: int | None) -> dict[str, str]:
     return env
 
 
-def check_path(path: str, env: dict[str, str]) -> str:
-    """Assert that the path took effect; return a line naming what each library runs."""
+def check_path(path: str, env: dict[str, str]) -> dict[str, str]:
+    """Assert that the path took effect; return what ATen, oneDNN and MKL run."""
     _, aten, onednn, mkl = PATHS[path]
     probe = {**env, "MKL_VERBOSE": "1", "ONEDNN_VERBOSE": "1"}
     out = subprocess.run(
@@ -90,14 +93,17 @@ def check_path(path: str, env: dict[str, str]) -> str:
             f"spelling of {', '.join(PATHS[path][0]) or 'the inherited variables'} and that this "
             "CPU has the instruction set"
         )
-    note = "" if mkl_names_isa else " (MKL names no instruction set on this CPU)"
-    return f"ATen {got_aten}; oneDNN {got_onednn}; MKL {got_mkl}{note}"
+    note = "" if mkl_names_isa else " (names no instruction set on this CPU)"
+    return {"aten": got_aten, "onednn": got_onednn, "mkl": got_mkl + note}
 
 
-def run_path(path: str, chapters: list[str], units: bool, threads: int | None) -> list[str]:
-    """Check the path, then run the unit tests and the chapters under it: one line per run."""
+def run_path(
+    path: str, chapters: list[str], units: bool, threads: int | None
+) -> list[dict[str, Scalar]]:
+    """Check the path, then run the unit tests and the chapters under it: one row per run."""
     env = environment(path, threads)
-    lines = [f"{path}: {check_path(path, env)}"]
+    kernels = check_path(path, env)
+    print(f"{path}: " + "; ".join(f"{k} {v}" for k, v in kernels.items()), flush=True)
     pytest = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
     runs = []
     if units:
@@ -105,16 +111,27 @@ def run_path(path: str, chapters: list[str], units: bool, threads: int | None) -
     if chapters:
         nbval = ["--nbval", *chapters, "--nbval-sanitize-with", "book/sanitize.cfg"]
         runs.append(("chapters", [*pytest, *nbval]))
+    rows = []
     for name, command in runs:
         log = LOGS / f"{path}-{name}.log"
         tick = time.perf_counter()
         with log.open("w") as out:
             code = subprocess.run(command, env=env, cwd=ROOT, stdout=out, stderr=out).returncode
-        minutes, seconds = divmod(round(time.perf_counter() - tick), 60)
+        seconds = time.perf_counter() - tick
+        summary = (log.read_text().strip().splitlines() or [""])[-1]
+        rows.append(
+            {
+                "path": path,
+                "run": name,
+                "passed": code == 0,
+                "seconds": round(seconds, 1),
+                "summary": summary,
+                **kernels,
+            }
+        )
         verdict = "passed" if code == 0 else f"FAILED (exit {code})"
-        summary = log.read_text().strip().splitlines()[-1:]
-        lines.append(f"{path}: {name} {verdict} in {minutes}m{seconds:02d}s, {summary}; log: {log}")
-    return lines
+        print(f"{path}: {name} {verdict} in {seconds / 60:.1f} min, {summary}; log: {log}")
+    return rows
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -154,14 +171,29 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     LOGS.mkdir(parents=True, exist_ok=True)
     threads = 1 if args.jobs > 1 else None
-    failed = False
+    result = Result(
+        kind="portability",
+        command="tests/portability.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        config={
+            "paths": args.paths,
+            "chapters": args.chapters,
+            "units": not args.no_units,
+            "jobs": args.jobs,
+            "threads_per_path": threads,
+        },
+        hardware=hardware("cpu"),
+        units={"seconds": "s"},
+        notes="Each path's variables are in tests/portability.py; aten, onednn and mkl say "
+        "what each library ran, read from its banner before the run.",
+    )
     with ThreadPoolExecutor(args.jobs) as pool:
-        for report in pool.map(  # each path's lines once its runs end, in the order given
+        for rows in pool.map(  # a path's rows once its runs end, in the order given
             lambda p: run_path(p, args.chapters, not args.no_units, threads), args.paths
         ):
-            print("\n".join(report), flush=True)
-            failed |= any("FAILED" in line for line in report)
-    return int(failed)
+            result.rows += rows
+    result.complete = True
+    print(f"portability: wrote {write_result(result)}")
+    return int(not all(row["passed"] for row in result.rows))
 
 
 if __name__ == "__main__":

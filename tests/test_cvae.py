@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
-from vae_tutorial import cli
+from vae_tutorial import commands
 from vae_tutorial.cache import trained_model
 from vae_tutorial.checkpoint import load_checkpoint
 from vae_tutorial.cli import main
@@ -290,13 +290,13 @@ def test_cli_sample_draws_the_chosen_labels(
     cli_run, tmp_path, monkeypatch, label_args, n, expected
 ):
     drawn = {}
-    real = cli.sample_prior
+    real = commands.sample_prior
 
     def spy(model, n, *, labels=None, **kwargs):
         drawn["labels"] = labels
         return real(model, n, labels=labels, **kwargs)
 
-    monkeypatch.setattr(cli, "sample_prior", spy)
+    monkeypatch.setattr(commands, "sample_prior", spy)
     out = tmp_path / "s.png"
     label = ["--label", *label_args] if label_args else []
     assert (

@@ -15,7 +15,9 @@ $W_1$ (H, 2), $b_1$ (H,), $W_2$ (784, H), $b_2$ (784,): about 0.84 MB for H = 40
 the codes of some test digits (16-bit floats, (N, 2)) and their labels (uint8, (N,)) for the
 background scatter, and reference images $\mathrm{sigmoid}(g_\theta(z))$ at a few fixed z, computed
 by the model in float32 and stored as uint8 grey levels: a check of the file against the model
-that does not go through the file's own weights.
+that does not go through the file's own weights. The page shows $\mathrm{sigmoid}(\ell)$, the
+mean image of a Bernoulli decoder (`model.decode_mean`); a model whose likelihood has another mean
+(the continuous Bernoulli) is refused, by name.
 
 The bytes depend only on the weights and codes (no time stamp, fixed key order), and the file is
 written only when they differ from what is there, so re-running a chapter leaves it untouched.
@@ -38,6 +40,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from vae_tutorial.likelihoods import likelihood_mean
 from vae_tutorial.models import PIXELS, VAE
 
 FORMAT = "vae-explorer/1"
@@ -61,6 +64,12 @@ def _two_layer_decoder(model: nn.Module) -> tuple[nn.Linear, nn.Linear]:
         raise ValueError(
             "model: expected a 2-D MLP VAE (ModelConfig(arch='mlp', latent_dim=2)), "
             f"got arch={config.arch!r}, latent_dim={config.latent_dim}"
+        )
+    if likelihood_mean(config.likelihood) is not torch.sigmoid:  # the page computes sigmoid(l)
+        raise ValueError(
+            f"model: expected a model whose mean image is sigmoid(g(z)), which the browser "
+            f"explorer computes, got likelihood={config.likelihood!r}, whose mean is not; show "
+            "it in Python with sampling.decode_grid"
         )
     layers = list(model.decoder)
     kinds = [type(layer) for layer in layers]
@@ -109,7 +118,7 @@ def explorer_asset(model: VAE, codes: Tensor, labels: Tensor) -> bytes:
     param = first.weight
     z = torch.tensor(REFERENCE_Z, dtype=param.dtype, device=param.device)  # (K, 2)
     with torch.no_grad():
-        probs = model.decode_probs(z).to("cpu", torch.float64).numpy()  # (K, 784) in (0, 1)
+        probs = model.decode_mean(z).to("cpu", torch.float64).numpy()  # (K, 784) in (0, 1)
     reference = np.round(probs * 255).astype(np.uint8)  # grey levels, float32 model
     body = {
         "format": FORMAT,
@@ -239,7 +248,7 @@ class LatentExplorer:
         param = self.first.weight
         with torch.no_grad():
             z_t = torch.tensor([z], dtype=param.dtype, device=param.device)  # (1, 2)
-            return self.model.decode_probs(z_t).to("cpu", torch.float32).numpy().reshape(28, 28)
+            return self.model.decode_mean(z_t).to("cpu", torch.float32).numpy().reshape(28, 28)
 
     def _scatter(self) -> np.ndarray:
         """The codes as coloured dots on a white square spanning [-LIMIT, LIMIT]^2: (S, S, 3)."""

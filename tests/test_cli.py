@@ -13,7 +13,7 @@ import matplotlib.image
 import pytest
 import torch
 
-from vae_tutorial import cli, commands
+from vae_tutorial import commands
 from vae_tutorial.checkpoint import load_checkpoint, save_checkpoint
 from vae_tutorial.cli import main
 from vae_tutorial.data import load_mnist
@@ -88,13 +88,13 @@ def mean_by_the_papers_formula(logits: torch.Tensor) -> torch.Tensor:
 def test_samples_show_the_mean_of_the_models_likelihood(likelihood, data, tmp_path, monkeypatch):
     """samples.png of train and of sample show E[x|z]: for a continuous Bernoulli, not lambda."""
     shown = []
-    write = cli._write_figure
+    write = commands.write_figure
 
     def spy(images, path, title, nrow):
         shown.append(images)
         write(images, path, title, nrow)
 
-    monkeypatch.setattr(commands, "_write_figure", spy)
+    monkeypatch.setattr(commands, "write_figure", spy)
     out, n = tmp_path / "run", 16
     train = [*TINY, "--likelihood", likelihood, "--binarize", data, "--samples", str(n)]
     assert main(["train", *train, "--out", str(out), "--device", "cpu"]) == 0

@@ -116,7 +116,7 @@ def _worker(rank: int, port: int, folder: Path) -> None:
         return wrapper
 
     train.save_checkpoint = logged(train.save_checkpoint, 0)
-    cli._write_figure = logged(cli._write_figure, 1)
+    commands.write_figure = logged(commands.write_figure, 1)
     Path.write_text = logged(Path.write_text, 0)
 
     ae = fit(ModelConfig(kind="ae", **SMALL), TINY, device="cpu", progress=False)

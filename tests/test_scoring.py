@@ -112,7 +112,7 @@ def test_l_k_of_a_grey_model_uses_its_likelihood(test_sets):
     log_w += Normal(0.0, 1.0).log_prob(z.double()).sum(-1) - q.log_prob(z.double()).sum(-1)
     assert torch.allclose(got.double(), log_w, rtol=1e-5, atol=1e-3)  # float32 sums of 784 terms
     with pytest.raises(ValueError, match="binary values in {0, 1}.*the likelihood the model was"):
-        importance_weighted_bound(model, x, 1)  # Bernoulli on grey images: refused
+        importance_weighted_bound(model, x, 1, likelihood="bernoulli")  # on grey images: refused
 
 
 def test_cli_train_and_evaluate_record_and_use_the_models_terms(tmp_path, capsys, test_sets):

@@ -19,6 +19,7 @@ from vae_tutorial.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from vae_tutorial.config import check_run
 from vae_tutorial.data import Batches, load_mnist
 from vae_tutorial.elbo import elbo_terms
 from vae_tutorial.evaluate import evaluate_elbo
@@ -105,8 +106,8 @@ def copy_of(path: Path, folder: Path, name: str = "run.pt") -> Path:
     ],
 )
 def test_bad_train_config_names_expected_and_got(change, message):
-    with pytest.raises(ValueError, match=message):
-        TrainConfig(**change)
+    with pytest.raises(ValueError, match=message):  # a field, or a rule fit applies (check_run)
+        check_run(ModelConfig(), TrainConfig(**change))
 
 
 def test_train_size_larger_than_the_training_set_is_refused():

@@ -36,7 +36,7 @@ class CommandFailed(RuntimeError):
     """A failure that is not a bad argument: exit status 1."""
 
 
-def _write_figure(images: torch.Tensor, path: Path, title: str, nrow: int) -> None:
+def write_figure(images: torch.Tensor, path: Path, title: str, nrow: int) -> None:
     """Save a grid of digits as a PNG with a white background."""
     fig = show_images(images, nrow=nrow, title=title)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -101,7 +101,7 @@ def train(args: argparse.Namespace) -> int:
     labels = _sample_labels(result.model, args.samples, None)  # a CVAE: digits 0..9 in turn
     samples = sample_prior(result.model, args.samples, labels=labels, seed=args.seed)  # E[x|z]
     title = f"{name}: decoded z ~ N(0, I)" + ("" if labels is None else ", y = 0..9 by column")
-    _write_figure(samples, out / "samples.png", title, nrow=8 if labels is None else CLASSES)
+    write_figure(samples, out / "samples.png", title, nrow=8 if labels is None else CLASSES)
     if test is None:
         summary = f"0 epochs: the untrained model (score it with `{PROG} evaluate`)"
     else:
@@ -197,6 +197,6 @@ def sample(args: argparse.Namespace) -> int:
     title = f"Samples from {args.checkpoint.parent.name}"
     if labels is not None:
         title += f", y = {', '.join(map(str, args.label or range(CLASSES)))} in turn"
-    _write_figure(samples, args.out, title, args.nrow)
+    write_figure(samples, args.out, title, args.nrow)
     print(f"wrote {args.n} samples to {args.out}")
     return 0

@@ -25,9 +25,8 @@ Kind = Literal["vae", "ae", "cvae"]
 Arch = Literal["mlp", "conv"]
 # "bernoulli" (binary x), "continuous_bernoulli" (grey x), "continuous_bce" (not a likelihood)
 Likelihood = Literal["bernoulli", "continuous_bce", "continuous_bernoulli"]
-Binarize = Literal[
-    "dynamic", "none"
-]  # training images: fresh x ~ Bernoulli(pixels) each pass, or grey
+# training images: grey, or fresh x ~ Bernoulli(pixels) each pass
+Binarize = Literal["none", "dynamic"]
 TestBinarize = Literal["none", "static"]  # a fixed split: grey, or binarized once from a seed
 LIKELIHOODS = typing.get_args(Likelihood)
 # A model is scored on the data it models: binary training images -> the static-binarized test set

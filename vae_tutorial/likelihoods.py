@@ -55,8 +55,21 @@ from vae_tutorial.config import LIKELIHOODS
 
 # |logits| below which the continuous Bernoulli uses its Taylor series (truncation error < 1e-12)
 TAYLOR_BELOW = 0.1
+LOG_LIKELIHOOD: dict[str, Callable[..., Tensor]] = {}  # each likelihood's log p(x|z), by its name
+MEAN: dict[str, Callable[[Tensor], Tensor]] = {}  # E[x|z] where it is not sigmoid(logits)
 
 
+def registered(table: dict[str, Callable], name: str) -> Callable[[Callable], Callable]:
+    """A decorator: the function is table[name], name one of config.LIKELIHOODS."""
+
+    def register(fn: Callable) -> Callable:
+        table[name] = fn
+        return fn
+
+    return register
+
+
+@registered(LOG_LIKELIHOOD, "bernoulli")
 def bernoulli_log_likelihood(logits: Tensor, x: Tensor, *, check: bool = True) -> Tensor:
     """log p(x|z) of binary x, summed over pixels: logits, x (B, P) -> (B,) nats."""
     checks.same_shape("bernoulli_log_likelihood", ("logits", "x"), logits, x)
@@ -68,6 +81,7 @@ def bernoulli_log_likelihood(logits: Tensor, x: Tensor, *, check: bool = True) -
     return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)  # (B,)
 
 
+@registered(LOG_LIKELIHOOD, "continuous_bce")
 def continuous_bce(logits: Tensor, x: Tensor, *, check: bool = True) -> Tensor:
     """The Bernoulli expression on grey levels, NOT a log-likelihood: (B, P) -> (B,) nats."""
     checks.same_shape("continuous_bce", ("logits", "x"), logits, x)
@@ -95,6 +109,7 @@ def continuous_bernoulli_log_norm(logits: Tensor, *, check: bool = True) -> Tens
     return torch.where(near, taylor, closed)
 
 
+@registered(LOG_LIKELIHOOD, "continuous_bernoulli")
 def continuous_bernoulli_log_likelihood(logits: Tensor, x: Tensor, *, check: bool = True) -> Tensor:
     """log p(x|z) of grey x in [0, 1] under the continuous Bernoulli: (B, P) -> (B,) nats."""
     checks.same_shape("continuous_bernoulli_log_likelihood", ("logits", "x"), logits, x)
@@ -108,6 +123,7 @@ def continuous_bernoulli_log_likelihood(logits: Tensor, x: Tensor, *, check: boo
     return (unnormalised + continuous_bernoulli_log_norm(logits, check=False)).sum(-1)  # (B,)
 
 
+@registered(MEAN, "continuous_bernoulli")
 def continuous_bernoulli_mean(logits: Tensor) -> Tensor:
     """E[x] of the continuous Bernoulli, lambda = sigmoid(logits), elementwise (not lambda)."""
     checks.tensor("continuous_bernoulli_mean: logits", logits)
@@ -125,11 +141,7 @@ def continuous_bernoulli_mean(logits: Tensor) -> Tensor:
 def log_likelihood(likelihood: str) -> Callable[..., Tensor]:
     """The log p(x|z) that a likelihood names: a function (logits, x, *, check) -> (B,) nats."""
     checks.one_of("likelihood", likelihood, LIKELIHOODS)
-    return {
-        "bernoulli": bernoulli_log_likelihood,
-        "continuous_bce": continuous_bce,
-        "continuous_bernoulli": continuous_bernoulli_log_likelihood,
-    }[likelihood]
+    return LOG_LIKELIHOOD[likelihood]
 
 
 def likelihood_mean(likelihood: str) -> Callable[[Tensor], Tensor]:
@@ -139,6 +151,8 @@ def likelihood_mean(likelihood: str) -> Callable[[Tensor], Tensor]:
     `continuous_bernoulli_mean` for the continuous Bernoulli, whose mean is not lambda.
     """
     checks.one_of("likelihood", likelihood, LIKELIHOODS)
-    if likelihood == "continuous_bernoulli":
-        return continuous_bernoulli_mean
-    return torch.sigmoid  # $\mathbb E[x] = \mathrm{sigmoid}(\ell)$
+    return MEAN.get(likelihood, torch.sigmoid)  # $\mathbb E[x] = \mathrm{sigmoid}(\ell)$
+
+
+if set(LOG_LIKELIHOOD) != set(LIKELIHOODS):  # every likelihood the config offers has its function
+    raise ImportError(f"likelihoods: {sorted(LOG_LIKELIHOOD)} registered, config has {LIKELIHOODS}")

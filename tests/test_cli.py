@@ -244,7 +244,7 @@ def test_non_finite_weights_give_status_1(command, run, tmp_path, capsys):
     torch.save(state, path)
     err = fails([command, str(path), "--out", str(tmp_path / "o")], capsys, status=1)
     assert f"{command}: expected a model with finite weights, got 1 NaN or infinite" in err
-    assert "(in decoder.0.weight); the run that wrote this checkpoint diverged" in err
+    assert "(in decoder.0.weight); the run that made it diverged" in err
     assert not (tmp_path / "o").exists()
 
 
@@ -303,7 +303,7 @@ def test_train_into_a_folder_with_a_checkpoint_needs_resume_or_overwrite(
     before = (out / "checkpoint.pt").read_bytes()
     err = fails(["train", *TINY, "--out", str(out)], capsys)
     assert f"--out: expected a path without a checkpoint, got {str(out / 'checkpoint.pt')!r}" in err
-    assert "pass --resume to continue that run (same settings), --overwrite to replace it" in err
+    assert "pass --resume to continue it (same settings), --overwrite to replace it" in err
     err = fails(["train", *TINY, "--out", str(out), "--resume", "--overwrite"], capsys)
     assert "argument --overwrite: not allowed with argument --resume" in err
     assert (out / "checkpoint.pt").read_bytes() == before

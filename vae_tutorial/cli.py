@@ -91,14 +91,6 @@ def _digit(text: str) -> int:
     return int(text)
 
 
-def _whole(text: str) -> int | str:
-    """An argparse type of an int field: the int, or the text as it came (the config refuses it)."""
-    try:
-        return int(text)
-    except ValueError:
-        return text
-
-
 def _field_type(hint: Any) -> tuple[Any, tuple | None]:
     """The argparse type and choices of a config field's type hint (Optional unwrapped)."""
     if typing.get_origin(hint) is Literal:
@@ -106,7 +98,7 @@ def _field_type(hint: Any) -> tuple[Any, tuple | None]:
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     if args:  # X | None
         return _field_type(args[0])
-    return {int: _whole, float: float}.get(hint, hint), None
+    return hint, None  # int, float: argparse names a bad number; the config, a bad range
 
 
 def add_options(parser: argparse.ArgumentParser, config: type, skip: tuple[str, ...] = ()) -> None:

@@ -185,7 +185,7 @@ def check_run(
         )
     if train.iwae_k > 1 and model.kind == "ae":
         raise ValueError(
-            f"fit: TrainConfig.iwae_k={train.iwae_k} needs a VAE's q(z|x) to weigh samples, got "
+            f"TrainConfig.iwae_k={train.iwae_k} needs a VAE's q(z|x) to weigh samples, got "
             "ModelConfig.kind='ae' (no q, no L_k); use kind='vae', or iwae_k=1"
         )
     if train.iwae_k > 1 and model.likelihood == "continuous_bce":

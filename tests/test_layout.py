@@ -80,3 +80,12 @@ def test_no_test_uses_a_private_name_of_the_package(path):
             assert not (node.value.id in local and hidden), (
                 f"{path.name}:{node.lineno} uses {node.value.id}.{node.attr}"
             )
+
+
+@pytest.mark.parametrize("document", ["README.md", "book/index.md"])
+def test_the_module_tables_list_each_module_once(document):
+    text = (TESTS.parent / document).read_text()
+    table = text[text.index("| module | holds |") :].split("\n\n")[0].splitlines()[2:]
+    listed = [row.split("`")[1] for row in table]
+    files = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__")
+    assert sorted(listed) == files

@@ -81,13 +81,18 @@ def bernoulli_log_likelihood(logits: Tensor, x: Tensor, *, check: bool = True) -
     return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)  # (B,)
 
 
+def _check_grey(fn: str, logits: Tensor, x: Tensor, check: bool) -> None:
+    """logits and x of one shape; with check, finite logits and grey x in [0, 1] (a host sync)."""
+    checks.same_shape(fn, ("logits", "x"), logits, x)
+    if check:
+        checks.finite_inputs(fn, logits=logits)
+        checks.unit_interval(f"{fn}: x", x)
+
+
 @registered(LOG_LIKELIHOOD, "continuous_bce")
 def continuous_bce(logits: Tensor, x: Tensor, *, check: bool = True) -> Tensor:
     """The Bernoulli expression on grey levels, NOT a log-likelihood: (B, P) -> (B,) nats."""
-    checks.same_shape("continuous_bce", ("logits", "x"), logits, x)
-    if check:
-        checks.finite_inputs("continuous_bce", logits=logits)
-        checks.unit_interval("continuous_bce: x", x)
+    _check_grey("continuous_bce", logits, x, check)
     # $-\sum_i \mathrm{BCEWithLogits}(\ell_i, x_i)$ on grey levels: unnormalised on $[0, 1]^P$
     return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)  # (B,)
 
@@ -112,10 +117,7 @@ def continuous_bernoulli_log_norm(logits: Tensor, *, check: bool = True) -> Tens
 @registered(LOG_LIKELIHOOD, "continuous_bernoulli")
 def continuous_bernoulli_log_likelihood(logits: Tensor, x: Tensor, *, check: bool = True) -> Tensor:
     """log p(x|z) of grey x in [0, 1] under the continuous Bernoulli: (B, P) -> (B,) nats."""
-    checks.same_shape("continuous_bernoulli_log_likelihood", ("logits", "x"), logits, x)
-    if check:
-        checks.finite_inputs("continuous_bernoulli_log_likelihood", logits=logits)
-        checks.unit_interval("continuous_bernoulli_log_likelihood: x", x)
+    _check_grey("continuous_bernoulli_log_likelihood", logits, x, check)
     # $x \log\lambda + (1 - x) \log(1 - \lambda) = -\mathrm{BCEWithLogits}(\ell, x)$
     unnormalised = -F.binary_cross_entropy_with_logits(logits, x, reduction="none")
     # $\log p(x \mid \lambda) = \sum_i \big[x_i \log\lambda_i + (1 - x_i)\log(1 - \lambda_i)

@@ -34,6 +34,8 @@ def SKIP(folder: str, names: list[str]) -> set[str]:
     if Path(folder).resolve() == ROOT / "tests" / "fixtures":
         return set()
     return IGNORED(folder, names)
+
+
 PYTEST = ["-m", "pytest", "--ignore=tests/site", "-x", "-q", "-p", "no:cacheprovider"]
 
 

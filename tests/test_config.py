@@ -125,6 +125,10 @@ def test_a_cli_run_resolves_its_device_once_and_checks_the_weights_once(
     argv = ["evaluate", str(out / "checkpoint.pt"), "--k", "3", "--iwae-images", "250"]
     assert main([*argv, "--device", "cpu"]) == 0  # three batches of L_k and one of the ELBO
     assert counts == {"pick_device": 1, "check_weights": 1}
+    counts.update(pick_device=0, check_weights=0)
+    argv = ["sample", str(out / "checkpoint.pt"), "--out", str(tmp_path / "s.png")]
+    assert main([*argv, "--n", "4", "--device", "cpu"]) == 0
+    assert counts == {"pick_device": 1, "check_weights": 1}
 
 
 def reference_mean(likelihood: str, logits: torch.Tensor) -> torch.Tensor:

@@ -53,13 +53,15 @@ def sample_prior(
     *,
     labels: Tensor | None = None,
     seed: int = 0,
+    check: bool = True,
 ) -> Tensor:
     """Decoded draws z ~ N(0, I) with a seeded generator: pixel means E[x|z] (n, 784) in (0, 1).
 
     A CVAE draws the digits it is told: labels (n,) int64 in 0..9, decoded from [z, e_y];
     the z draws depend on the seed only, so one seed with other labels gives the same styles.
+    check=False skips the weights check (`check_weights`), for a caller that made it.
     """
-    check_model("sample_prior", model, vae=False)
+    check_model("sample_prior", model, vae=False, weights=check)
     n = checks.positive_int("n", n)
     conditions = label_args("sample_prior", model, labels, n)  # (labels,) or ()
     seed = checks.int_at_least("seed", seed, 0)

@@ -24,9 +24,18 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = ROOT / ".venv" / "bin" / "python"
-SKIP = shutil.ignore_patterns(
+IGNORED = shutil.ignore_patterns(
     ".venv", "data", "_build", ".git", "__pycache__", ".pytest_cache", ".ruff_cache", "*.pt"
 )
+
+
+def SKIP(folder: str, names: list[str]) -> set[str]:
+    """What the scratch copy leaves out: caches, data, checkpoints (but tests/fixtures' own)."""
+    if Path(folder).resolve() == ROOT / "tests" / "fixtures":
+        return set()
+    return IGNORED(folder, names)
+
+
 PYTEST = ["-m", "pytest", "--ignore=tests/site", "-x", "-q", "-p", "no:cacheprovider"]
 
 

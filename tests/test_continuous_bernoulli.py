@@ -10,6 +10,7 @@ import math
 import pytest
 import torch
 
+from vae_tutorial.config import ModelConfig, check_run
 from vae_tutorial.elbo import (
     TAYLOR_BELOW,
     continuous_bernoulli_log_likelihood,
@@ -147,7 +148,7 @@ def test_log_densities_can_be_positive_unlike_log_probabilities():
             r"likelihood: expected one of \('bernoulli', 'continuous_bce', 'continuous_bernoulli'",
         ),
         (
-            lambda: TrainConfig(likelihood="continuous_bernoulli"),
+            lambda: check_run(ModelConfig(likelihood="continuous_bernoulli"), TrainConfig()),
             r"likelihood='continuous_bernoulli' is a density for grey x, got binarize='dynamic'.*"
             r"use binarize='none'",
         ),

@@ -3,13 +3,14 @@ checkpoints, the cache, sampling with chosen digits, the CLI, and refused labels
 
 import json
 import math
+from dataclasses import replace
 
 import matplotlib.image
 import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
-from vae_tutorial import cli
+from vae_tutorial import commands
 from vae_tutorial.cache import trained_model
 from vae_tutorial.checkpoint import load_checkpoint
 from vae_tutorial.cli import main
@@ -218,9 +219,10 @@ def test_fit_feeds_each_image_its_own_label_and_scores_with_the_test_labels(tmp_
         return forward(self, x, y, check=check, generator=generator)
 
     monkeypatch.setattr(CVAE, "forward", spy)
-    config = TrainConfig(epochs=1, train_size=300, binarize="none", likelihood="continuous_bce")
+    config = TrainConfig(epochs=1, train_size=300, binarize="none")
+    model_config = replace(TINY, likelihood="continuous_bce")  # grey x: exact copies to find
     path = tmp_path / "cvae.pt"
-    result = fit(TINY, config, device="cpu", checkpoint_path=path, progress=False)
+    result = fit(model_config, config, device="cpu", checkpoint_path=path, progress=False)
     assert len(seen) == 3  # 300 images, batches of 128
     for x, y in seen:  # grey images are exact copies: find each one's index
         index = (x[:, None, :] == images[None, :300]).all(-1).float().argmax(1)
@@ -228,7 +230,7 @@ def test_fit_feeds_each_image_its_own_label_and_scores_with_the_test_labels(tmp_
 
     monkeypatch.setattr(CVAE, "forward", forward)
     saved = load_checkpoint(path, "cpu")
-    assert isinstance(saved.model, CVAE) and saved.model.config == TINY
+    assert isinstance(saved.model, CVAE) and saved.model.config == model_config
     for key, value in result.model.state_dict().items():
         assert torch.equal(saved.model.state_dict()[key], value)
     test_images, test_labels = load_mnist("test")
@@ -290,13 +292,13 @@ def test_cli_sample_draws_the_chosen_labels(
     cli_run, tmp_path, monkeypatch, label_args, n, expected
 ):
     drawn = {}
-    real = cli.sample_prior
+    real = commands.sample_prior
 
     def spy(model, n, *, labels=None, **kwargs):
         drawn["labels"] = labels
         return real(model, n, labels=labels, **kwargs)
 
-    monkeypatch.setattr(cli, "sample_prior", spy)
+    monkeypatch.setattr(commands, "sample_prior", spy)
     out = tmp_path / "s.png"
     label = ["--label", *label_args] if label_args else []
     assert (

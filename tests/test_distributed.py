@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from vae_tutorial import cli, distributed, train
+from vae_tutorial import cli, commands, distributed, train
 from vae_tutorial.checkpoint import load_checkpoint
 from vae_tutorial.data import Batches
 from vae_tutorial.models import ModelConfig
@@ -116,7 +116,7 @@ def _worker(rank: int, port: int, folder: Path) -> None:
         return wrapper
 
     train.save_checkpoint = logged(train.save_checkpoint, 0)
-    cli._write_figure = logged(cli._write_figure, 1)
+    commands.write_figure = logged(commands.write_figure, 1)
     Path.write_text = logged(Path.write_text, 0)
 
     ae = fit(ModelConfig(kind="ae", **SMALL), TINY, device="cpu", progress=False)
@@ -135,7 +135,7 @@ def _worker(rank: int, port: int, folder: Path) -> None:
         torch.save(result.model.state_dict(), folder / f"cli-rank{rank}.pt")
         return result
 
-    cli.fit = fit_and_keep
+    commands.fit = fit_and_keep
     assert cli.main(["train", *ARGS, "--epochs", "2", "--out", str(folder / "run")]) == 0
 
 

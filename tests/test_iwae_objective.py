@@ -9,8 +9,9 @@ import pytest
 import torch
 from torch.distributions import Normal
 
-from vae_tutorial import train
+from vae_tutorial import objective
 from vae_tutorial.cli import build_parser, main
+from vae_tutorial.config import check_run
 from vae_tutorial.evaluate import log_importance_weights
 from vae_tutorial.models import ModelConfig, build_model
 from vae_tutorial.train import TrainConfig, fit
@@ -34,7 +35,7 @@ def model_and_x():
 def iwae_losses(model, x, k, seed):
     """The package's per-batch IWAE terms, with torch's global RNG seeded (it draws eps there)."""
     torch.manual_seed(seed)
-    return train._iwae_losses(model, x, "vae", "bernoulli", NO_AMP, torch.zeros(len(x)), k)
+    return objective.iwae_terms(model, x, torch.zeros(len(x)), k)
 
 
 def brute_force_neg_bound(model, x, k, seed):
@@ -112,7 +113,8 @@ def test_k_1_is_the_sampled_elbo_in_expectation_and_larger_k_is_tighter(model_an
     x_many = x[:2].repeat(draws, 1)  # (2 draws, 784): two images, many independent draws each
     with torch.no_grad():
         torch.manual_seed(5)
-        rec, kl = train._losses(model, x_many, "vae", "bernoulli", NO_AMP)  # the -ELBO path
+        y = torch.zeros(len(x_many))
+        _, rec, kl = objective.elbo_losses(model, model, x_many, y, 1.0, 0.0, NO_AMP)  # the -ELBO
         elbo_path = (rec + kl.sum(-1)).double().view(draws, 2)
         means = {}
         for k in (1, 5, 50):
@@ -161,9 +163,9 @@ def test_fit_minimises_l_k_and_records_it_beside_the_elbo():
 )
 def test_nonsense_combinations_are_refused(change, named):
     with pytest.raises(ValueError, match="iwae_k=5") as error:
-        TrainConfig(iwae_k=5, **change)
+        check_run(ModelConfig(), TrainConfig(iwae_k=5, **change))
     assert named in str(error.value)
-    TrainConfig(iwae_k=1, **change)  # the same settings are fine with the ELBO
+    check_run(ModelConfig(), TrainConfig(iwae_k=1, **change))  # fine with the ELBO
 
 
 @pytest.mark.parametrize("k", [0, -2, 2.0, True, "5"])

@@ -158,11 +158,6 @@ def test_decode_grid_decodes_the_grid_row_by_row(reads_z):
         (lambda: sample_prior(VAE(), True), "n: expected an int >= 1, got True (a bool)"),
         (lambda: sample_prior(VAE(), 4, seed=-1), "seed: expected an int >= 0, got -1"),
         (
-            lambda: sample_prior(VAE(), 4, likelihood="gauss"),
-            "likelihood: expected one of ('bernoulli', 'continuous_bce', 'continuous_bernoulli'), "
-            "got 'gauss'",
-        ),
-        (
             lambda: sample_prior(VAE().state_dict(), 4),
             "sample_prior: expected a VAE or an Autoencoder, got OrderedDict(",
         ),

@@ -115,7 +115,7 @@ def test_l_k_of_a_grey_model_uses_its_likelihood(test_sets):
     # plus float64 sums of 784 terms under 1e2 each (784 * 2^-52 * 1e2 < 2e-11): 8e-7 nats
     torch.testing.assert_close(got, log_w, rtol=0, atol=784 * 1e-9 + 2e-11)
     with pytest.raises(ValueError, match="binary values in {0, 1}.*the likelihood the model was"):
-        importance_weighted_bound(model, x, 1)  # Bernoulli on grey images: refused
+        importance_weighted_bound(model, x, 1, likelihood="bernoulli")  # on grey images: refused
 
 
 def test_cli_train_and_evaluate_record_and_use_the_models_terms(tmp_path, capsys, test_sets):

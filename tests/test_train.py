@@ -11,7 +11,7 @@ import torch
 from torch.nn.functional import binary_cross_entropy_with_logits
 from torch.nn.modules.module import register_module_forward_hook
 
-from vae_tutorial import train
+from vae_tutorial import objective, train
 from vae_tutorial.checkpoint import (
     CHECKPOINT_VERSION,
     KEYS,
@@ -19,6 +19,7 @@ from vae_tutorial.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from vae_tutorial.config import check_run
 from vae_tutorial.data import Batches, load_mnist
 from vae_tutorial.elbo import elbo_terms
 from vae_tutorial.evaluate import evaluate_elbo
@@ -94,7 +95,10 @@ def copy_of(path: Path, folder: Path, name: str = "run.pt") -> Path:
         ({"train_size": 0}, r"TrainConfig.train_size: expected an int >= 1, got 0"),
         ({"epochs": True}, r"TrainConfig.epochs: expected an int >= 0, got True \(a bool\)"),
         ({"lr": 0.0}, r"TrainConfig.lr: expected a finite number in \(0, inf\), got 0.0"),
-        ({"beta": math.nan}, r"TrainConfig.beta: expected a finite number in \[0, inf\), got nan"),
+        (
+            {"beta": math.nan},
+            r"TrainConfig.beta: expected a finite number in \[0, 1e\+06\], got nan",
+        ),
         ({"binarize": "static"}, r"binarize: expected one of \('none', 'dynamic'\), got 'static'"),
         ({"likelihood": "gauss"}, r"likelihood: expected one of .*'bernoulli'.*got 'gauss'"),
         ({"binarize": "none"}, r"likelihood='bernoulli' expects binary x, got binarize='none'"),
@@ -102,8 +106,8 @@ def copy_of(path: Path, folder: Path, name: str = "run.pt") -> Path:
     ],
 )
 def test_bad_train_config_names_expected_and_got(change, message):
-    with pytest.raises(ValueError, match=message):
-        TrainConfig(**change)
+    with pytest.raises(ValueError, match=message):  # a field, or a rule fit applies (check_run)
+        check_run(ModelConfig(), TrainConfig(**change))
 
 
 def test_train_size_larger_than_the_training_set_is_refused():
@@ -323,7 +327,9 @@ def test_an_existing_checkpoint_is_refused_without_resume_or_overwrite(one_epoch
     with pytest.raises(CheckpointError) as error:
         fit(SMALL, TINY, device=CPU, checkpoint_path=path)
     assert "checkpoint_path: expected a path without a checkpoint, got '" in str(error.value)
-    assert "pass resume=True to continue it, overwrite=True to replace it" in str(error.value)
+    assert "pass resume=True to continue it (same settings), overwrite=True to replace" in str(
+        error.value
+    )
     assert path.read_bytes() == before
     with pytest.raises(ValueError, match=r"expected resume=True or overwrite=True, got both"):
         fit(SMALL, TINY, device=CPU, checkpoint_path=path, resume=True, overwrite=True)
@@ -365,7 +371,7 @@ def test_non_finite_loss_stops_with_epoch_step_and_advice_and_keeps_the_checkpoi
 ):
     path = copy_of(one_epoch[1], tmp_path)
     good = path.read_bytes()
-    monkeypatch.setattr(train, "kl_warmup", lambda epoch, warmup: math.nan)  # loss = NaN
+    monkeypatch.setattr(objective, "kl_warmup", lambda epoch, warmup: math.nan)  # loss = NaN
     with pytest.raises(TrainingDiverged) as caught:
         fit(SMALL, replace(TINY, epochs=2), device=CPU, checkpoint_path=path, resume=True)
     message = str(caught.value)

@@ -1,36 +1,35 @@
 """The cache of trained models: chapters share a finished run instead of training it again.
 
 A run is stored as its checkpoint, `<cache_dir>/<config_key>.pt`, so an interrupted run resumes
-where it stopped. The key hashes both configs and `CHECKPOINT_VERSION`: a package that writes
-another checkpoint format never reads an old cache file, it trains the model again.
+where it stopped. The key hashes the fields of both configs that differ from their defaults, and
+`CHECKPOINT_VERSION`: a package that writes another checkpoint format never reads an old cache
+file, it trains the model again, and an option added later, off by default, keeps every key.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from vae_tutorial import checkpoint
+from vae_tutorial.config import ModelConfig, TrainConfig, changed, resolve
 from vae_tutorial.download import default_root
-from vae_tutorial.models import ModelConfig
-from vae_tutorial.train import FitResult, TrainConfig, fit
+from vae_tutorial.train import FitResult, fit
 
 
 def config_key(model_config: ModelConfig, train_config: TrainConfig) -> str:
     """A short hash of both configs and the checkpoint format version: the cache file's name."""
-    if not isinstance(model_config, ModelConfig) or not isinstance(train_config, TrainConfig):
-        raise ValueError(
-            "config_key: expected a ModelConfig and a TrainConfig, "
-            f"got {type(model_config).__name__} and {type(train_config).__name__}"
-        )
+    try:
+        model_config, train_config = resolve(model_config, train_config)  # the likelihood's home
+    except ValueError as error:
+        raise ValueError(f"config_key: {error}") from None
     text = json.dumps(
         {
-            "model": asdict(model_config),
-            "train": asdict(train_config),
+            "model": changed(model_config),
+            "train": changed(train_config),
             "checkpoint_version": checkpoint.CHECKPOINT_VERSION,
         },
         sort_keys=True,

@@ -9,32 +9,37 @@ values only, never code. Every file that is not a checkpoint this package can re
 
 Each checkpoint carries `version`, the layout of the file. A file without it was written before the
 field existed, in the layout of version 1, and is read as version 1; any version other than 1 and
-`CHECKPOINT_VERSION` is refused. Version 2 added fields to the configs (each off by default) and
-`train_objective` to the history. A version-1 file is read in the current layout: the missing
-config fields take their defaults, which is how it was trained, and `train_objective` is computed
-from what shaped the loss then, reconstruction + beta_e KL per epoch.
+`READS` is refused, and every file is read in the current layout. Version 2 added fields to the
+configs (each off by default) and `train_objective` to the history: a version-1 file's missing
+fields take their defaults, which is how it was trained, and its `train_objective` is computed
+from what shaped the loss then, reconstruction + beta_e KL per epoch. Version 3 moved the
+likelihood from the train config to the model config (it is part of p_theta(x|z)). From version 3
+on, a config field added later is read at its default when a file lacks it, so a new option off
+by default needs no new version.
 """
 
 from __future__ import annotations
 
 import glob
+import importlib
 import os
 import re
-import warnings
-from dataclasses import asdict, fields
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
-from vae_tutorial.device import pick_device
-from vae_tutorial.elbo import kl_warmup
-from vae_tutorial.models import ModelConfig, build_model
-from vae_tutorial.run import History, TrainConfig
+from vae_tutorial import device as devices
+from vae_tutorial.config import ModelConfig, TrainConfig, with_defaults
+from vae_tutorial.history import History
+from vae_tutorial.models import build_model
+from vae_tutorial.objective import kl_warmup
 
-CHECKPOINT_VERSION = 2  # the layout below; bump it when a field is added, renamed or redefined
-KEYS = (  # what every checkpoint (versions 1 and 2) holds besides `version`
+CHECKPOINT_VERSION = 3  # the layout below; bump it when a field is renamed, moved or redefined
+READS = (1, 2, CHECKPOINT_VERSION)  # the versions this package reads, in the current layout
+KEYS = (  # what every checkpoint (versions 1 to 3) holds besides `version`
     "model_config",
     "train_config",
     "model_state",
@@ -106,7 +111,7 @@ def save_checkpoint(
     state = {
         "version": CHECKPOINT_VERSION,
         "model_config": asdict(model.config),
-        "train_config": asdict(train_config),
+        "train_config": asdict(replace(train_config, likelihood=None)),  # the model's, in v3
         "model_state": model.state_dict(),
         "optimizer_state": None if optimizer is None else optimizer.state_dict(),
         "epoch": history.epochs_done,
@@ -161,27 +166,32 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(state, dict):
         raise _refuse(f"{str(path)!r}, which holds a {type(state).__name__}")
     version = state.get("version", 1)
-    if version not in (1, CHECKPOINT_VERSION):
+    if version not in READS:
         raise CheckpointError(
             f"checkpoint: expected format version {CHECKPOINT_VERSION} (the one this vae_tutorial "
-            f"reads) or 1 (which it upgrades), got version {version!r} in {str(path)!r}; load it "
-            "with the vae_tutorial release that wrote it, or train the model again"
+            f"reads) or one of {READS[:-1]} (which it upgrades), got version {version!r} in "
+            f"{str(path)!r}; load it with the vae_tutorial release that wrote it, or train the "
+            "model again"
         )
     missing = [key for key in KEYS if key not in state]
     if missing:
         raise _refuse(f"a dict without {', '.join(missing)}")
-    if version == 1:
-        _upgrade_version_1(state)
+    _upgrade(state, version)
     return state
 
 
-def _upgrade_version_1(state: dict[str, Any]) -> None:
-    """A version-1 checkpoint in the current layout, in place (see the module docstring)."""
-    for key, config in (("model_config", ModelConfig), ("train_config", TrainConfig)):
-        if isinstance(state[key], dict):  # fields added since: their defaults, which turn them off
-            state[key] = {**{f.name: f.default for f in fields(config)}, **state[key]}
-    history, train = state["history"], state["train_config"]
-    if isinstance(history, dict) and "train_objective" not in history:
+def _upgrade(state: dict[str, Any], version: int) -> None:
+    """A checkpoint of an older version in the current layout, in place (the module docstring)."""
+    model, train = state["model_config"], state["train_config"]
+    if not (isinstance(model, dict) and isinstance(train, dict)):
+        return  # not configs: parse_checkpoint says so
+    moved = train.pop("likelihood", None)  # on the model config since version 3
+    if version < 3 and moved is not None:
+        model["likelihood"] = moved
+    state["model_config"] = with_defaults(ModelConfig, model)  # fields added since the file
+    state["train_config"] = train = with_defaults(TrainConfig, train)
+    history = state["history"]
+    if version == 1 and isinstance(history, dict) and "train_objective" not in history:
         try:
             epochs = zip(history["train_reconstruction"], history["train_kl"], strict=True)
             history["train_objective"] = [
@@ -221,8 +231,11 @@ def parse_checkpoint(state: dict[str, Any], path: str | Path) -> tuple[nn.Module
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device | None = None) -> Checkpoint:
-    """Model (eval mode, on `device`), history, train config, optimizer and RNG states."""
-    device = pick_device(device)
+    """Model (eval mode, on `device`), history, train config, optimizer and RNG states.
+
+    device: a torch.device is used as it is (resolved by the caller); else `pick_device` picks.
+    """
+    device = device if isinstance(device, torch.device) else devices.pick_device(device)
     state = read_checkpoint(path)
     model, history = parse_checkpoint(state, path)
     return Checkpoint(
@@ -234,59 +247,12 @@ def load_checkpoint(path: str | Path, device: str | torch.device | None = None) 
     )
 
 
-def capture_rng(batches: torch.Generator, device: torch.device) -> dict[str, Tensor]:
-    """Every random stream training draws from: z ~ q(z|x) (torch's), and the batches' generator."""
-    state = {"torch": torch.get_rng_state(), "batches": batches.get_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    if device.type == "mps":
-        state["mps"] = torch.mps.get_rng_state()
-    return state
+# Moved to `resume` (starting and resuming a run); importable from here for one release.
+_MOVED = ("capture_rng", "check_resumable", "restore_rng")
 
 
-def restore_rng(
-    state: dict[str, Tensor], batches: torch.Generator, device: torch.device, *, seed: int
-) -> None:
-    """Inverse of `capture_rng`. On another device type (the generators differ) `seed` reseeds."""
-    saved_on = "cuda" if "cuda" in state else "mps" if "mps" in state else "cpu"
-    torch.set_rng_state(state["torch"])
-    if saved_on == device.type:
-        batches.set_state(state["batches"])
-        if device.type == "cuda":
-            torch.cuda.set_rng_state(state["cuda"], device)
-        if device.type == "mps":
-            torch.mps.set_rng_state(state["mps"])
-        return
-    warnings.warn(
-        f"resuming on {device.type} a run checkpointed on {saved_on}: their random generators "
-        "differ, so shuffling, binarization and z continue from fresh seeds; the run will not "
-        "repeat an uninterrupted one bit for bit",
-        stacklevel=3,
-    )
-    batches.manual_seed(seed)
-    if device.type == "cuda":
-        torch.cuda.manual_seed(seed)
-    if device.type == "mps":
-        torch.mps.manual_seed(seed)
-
-
-def check_resumable(saved: dict[str, Any], model_config: ModelConfig, config: TrainConfig) -> None:
-    """Raise CheckpointError unless the checkpoint's configs match ours (only `epochs` may grow)."""
-    want = {**asdict(model_config), **asdict(config), "epochs": None}
-    got = {**saved["model_config"], **saved["train_config"], "epochs": None}
-    if want != got:
-        diff = {k: (want[k], got.get(k)) for k in want if want[k] != got.get(k)}
-        raise CheckpointError(
-            f"resume: expected a checkpoint with the same configs, got (requested, saved) {diff}; "
-            "resume with the saved configs, or start a new run elsewhere or with overwrite"
-        )
-    if saved["optimizer_state"] is None or saved["rng_state"] is None:
-        raise CheckpointError(
-            "resume: expected a checkpoint written by fit (with optimizer and RNG states), "
-            "got one without them"
-        )
-    if saved["epoch"] > config.epochs:
-        raise CheckpointError(
-            f"resume: expected at most {config.epochs} finished epochs, the checkpoint has "
-            f"{saved['epoch']}"
-        )
+def __getattr__(name: str) -> object:
+    """The names that moved to `resume`, from there (see _MOVED)."""
+    if name in _MOVED:
+        return getattr(importlib.import_module("vae_tutorial.resume"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

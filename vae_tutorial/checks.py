@@ -119,6 +119,12 @@ def finite(name: str, t: Tensor, fix: str = "") -> None:
         raise _fail(name, "finite values", f"{int(bad.sum())} non-finite (first: {first})", fix)
 
 
+def finite_inputs(fn: str, **tensors: Tensor) -> None:
+    """Raise ValueError naming fn and the argument if any tensor holds NaN or +-inf."""
+    for name, t in tensors.items():
+        finite(f"{fn}: {name}", t, "pass check=False only for inputs known to be finite")
+
+
 def in_range(name: str, t: Tensor, low: float, high: float, fix: str = "") -> None:
     """Every entry of t is finite and in [low, high]. Reads t back: a host sync on a GPU."""
     finite(name, t, fix)

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import get_args
 
 import torch
 from torchvision import datasets
 
 from vae_tutorial import checks
-from vae_tutorial.device import pick_device
+from vae_tutorial import device as devices
+from vae_tutorial.config import Binarize, TestBinarize
 from vae_tutorial.download import default_root, ensure_mnist
 
 
@@ -25,7 +27,7 @@ def load_mnist(
     root: str | Path | None = None,
     device: str | torch.device = "cpu",
     flat: bool = True,
-    binarize: str = "none",
+    binarize: TestBinarize = "none",
     seed: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A whole split as (images, labels): float32 in [0, 1], (N, 784) or (N, 1, 28, 28); int64 (N,).
@@ -35,10 +37,11 @@ def load_mnist(
     """
     checks.one_of("split", split, ("train", "test"))
     fix = "dynamic binarization is drawn per pass: Batches(..., binarize='dynamic')"
-    checks.one_of("binarize", binarize, ("none", "static"), fix)
+    checks.one_of("binarize", binarize, get_args(TestBinarize), fix)
     checks.flag("flat", flat)
     seed = checks.int_at_least("seed", seed, 0)
-    device = pick_device(device)  # a clear error for "cuda" on a machine without one
+    if not isinstance(device, torch.device):  # a torch.device was resolved by the caller
+        device = devices.pick_device(device)  # a clear error for "cuda" on a machine without one
     root = Path(root) if root is not None else default_root()
     ensure_mnist(root, verbose=False)
     mnist = datasets.MNIST(root, train=split == "train", download=False)
@@ -66,7 +69,7 @@ class Batches:
         *,
         shuffle: bool = True,
         seed: int = 0,
-        binarize: str = "none",
+        binarize: Binarize = "none",
         drop_last: bool = False,
         rank: int = 0,
         world_size: int = 1,
@@ -87,7 +90,7 @@ class Batches:
         self.batch_size = checks.positive_int("batch_size", batch_size)
         self.shuffle = checks.flag("shuffle", shuffle)
         self.drop_last = checks.flag("drop_last", drop_last)
-        checks.one_of("binarize", binarize, ("none", "dynamic"))
+        checks.one_of("binarize", binarize, get_args(Binarize))
         self.binarize = binarize
         if drop_last and self.batch_size > len(images):
             raise ValueError(

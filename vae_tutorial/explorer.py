@@ -15,21 +15,20 @@ $W_1$ (H, 2), $b_1$ (H,), $W_2$ (784, H), $b_2$ (784,): about 0.84 MB for H = 40
 the codes of some test digits (16-bit floats, (N, 2)) and their labels (uint8, (N,)) for the
 background scatter, and reference images $\mathrm{sigmoid}(g_\theta(z))$ at a few fixed z, computed
 by the model in float32 and stored as uint8 grey levels: a check of the file against the model
-that does not go through the file's own weights.
+that does not go through the file's own weights. The page shows $\mathrm{sigmoid}(\ell)$, the
+mean image of a Bernoulli decoder (`model.decode_mean`); a model whose likelihood has another mean
+(the continuous Bernoulli) is refused, by name.
 
 The bytes depend only on the weights and codes (no time stamp, fixed key order), and the file is
 written only when they differ from what is there, so re-running a chapter leaves it untouched.
 
-## In Jupyter
-
-`LatentExplorer` displays sliders over z (ipywidgets) in Jupyter and Colab, and, in the same output,
-the HTML of the browser explorer, which a static site shows instead of the widget.
+`explorer_widget.LatentExplorer` shows the same decoder in Jupyter, with sliders.
 """
 
 from __future__ import annotations
 
 import base64
-import io
+import importlib
 import json
 import re
 from pathlib import Path
@@ -38,6 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from vae_tutorial.likelihoods import likelihood_mean
 from vae_tutorial.models import PIXELS, VAE
 
 FORMAT = "vae-explorer/1"
@@ -50,7 +50,7 @@ REFERENCE_Z = ((0.0, 0.0), (1.5, -1.0), (-2.0, 2.5), (0.5, 3.0))  # z of the ref
 LIMIT = 4.0  # the plane spans [-LIMIT, LIMIT] prior standard deviations in each axis
 
 
-def _two_layer_decoder(model: nn.Module) -> tuple[nn.Linear, nn.Linear]:
+def two_layer_decoder(model: nn.Module) -> tuple[nn.Linear, nn.Linear]:
     """The two Linear layers of a 2-D MLP VAE's decoder; ValueError for any other model."""
     if not isinstance(model, VAE):
         raise ValueError(
@@ -61,6 +61,12 @@ def _two_layer_decoder(model: nn.Module) -> tuple[nn.Linear, nn.Linear]:
         raise ValueError(
             "model: expected a 2-D MLP VAE (ModelConfig(arch='mlp', latent_dim=2)), "
             f"got arch={config.arch!r}, latent_dim={config.latent_dim}"
+        )
+    if likelihood_mean(config.likelihood) is not torch.sigmoid:  # the page computes sigmoid(l)
+        raise ValueError(
+            f"model: expected a model whose mean image is sigmoid(g(z)), which the browser "
+            f"explorer computes, got likelihood={config.likelihood!r}, whose mean is not; show "
+            "it in Python with sampling.decode_grid"
         )
     layers = list(model.decoder)
     kinds = [type(layer) for layer in layers]
@@ -87,7 +93,7 @@ def _b64(array: np.ndarray) -> str:
 
 def explorer_asset(model: VAE, codes: Tensor, labels: Tensor) -> bytes:
     """The bytes of the exported file: decoder weights, codes (N, 2) and labels (N,) of digits."""
-    first, second = _two_layer_decoder(model)
+    first, second = two_layer_decoder(model)
     if not isinstance(codes, Tensor) or codes.ndim != 2 or codes.shape[1] != 2:
         got = tuple(codes.shape) if isinstance(codes, Tensor) else type(codes).__name__
         raise ValueError(f"codes: expected a tensor of shape (N, 2), got {got}")
@@ -109,7 +115,7 @@ def explorer_asset(model: VAE, codes: Tensor, labels: Tensor) -> bytes:
     param = first.weight
     z = torch.tensor(REFERENCE_Z, dtype=param.dtype, device=param.device)  # (K, 2)
     with torch.no_grad():
-        probs = model.decode_probs(z).to("cpu", torch.float64).numpy()  # (K, 784) in (0, 1)
+        probs = model.decode_mean(z).to("cpu", torch.float64).numpy()  # (K, 784) in (0, 1)
     reference = np.round(probs * 255).astype(np.uint8)  # grey levels, float32 model
     body = {
         "format": FORMAT,
@@ -194,9 +200,6 @@ def decode_numpy(asset: dict, z: np.ndarray) -> np.ndarray:
     return 1 / (1 + np.exp(-logits))  # $\mathrm{sigmoid}(\ell)$
 
 
-# ---------------------------------------------------------------- the notebook's view
-
-
 def explorer_html(static: str = "../_static/") -> str:
     """The browser explorer's HTML: a container, the stylesheet and the two scripts under static."""
     return (
@@ -210,112 +213,9 @@ def explorer_html(static: str = "../_static/") -> str:
     )
 
 
-def _png(image: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-class LatentExplorer:
-    """Sliders over z with the decoded digit (Jupyter, Colab), or the browser explorer (the site).
-
-    Displayed, it offers both views in one output: a notebook front end with ipywidgets shows the
-    sliders; the static site, which has no kernel, shows the HTML explorer instead.
-    """
-
-    SIZE = 240  # pixels of the scatter image, and of the decoded digit (28 x 28, enlarged)
-
-    def __init__(self, model: VAE, codes: Tensor, labels: Tensor, static: str = "../_static/"):
-        self.first, self.second = _two_layer_decoder(model)
-        self.model, self.static = model, static
-        self.codes = codes.detach().to("cpu", torch.float32)[:, :2].numpy()  # (N, 2)
-        self.labels = labels.detach().to("cpu").numpy()
-        self._widget = None
-
-    def decode(self, z: tuple[float, float]) -> np.ndarray:
-        """sigmoid(g_theta(z)) at one z, as a (28, 28) array in (0, 1)."""
-        param = self.first.weight
-        with torch.no_grad():
-            z_t = torch.tensor([z], dtype=param.dtype, device=param.device)  # (1, 2)
-            return self.model.decode_probs(z_t).to("cpu", torch.float32).numpy().reshape(28, 28)
-
-    def _scatter(self) -> np.ndarray:
-        """The codes as coloured dots on a white square spanning [-LIMIT, LIMIT]^2: (S, S, 3)."""
-        import matplotlib
-
-        size = self.SIZE
-        image = np.full((size, size, 3), 255, dtype=np.uint8)
-        colours = (np.array(matplotlib.colormaps["tab10"].colors) * 255).astype(np.uint8)
-        cols = np.round((self.codes[:, 0] + LIMIT) / (2 * LIMIT) * (size - 1)).astype(int)
-        rows = np.round((LIMIT - self.codes[:, 1]) / (2 * LIMIT) * (size - 1)).astype(int)
-        inside = (cols >= 0) & (cols < size) & (rows >= 0) & (rows < size)
-        image[rows[inside], cols[inside]] = colours[self.labels[inside] % 10]
-        image[size // 2, :] = image[:, size // 2] = 200  # the axes z_1 = 0 and z_2 = 0
-        return image
-
-    def _views(self, z: tuple[float, float], scatter: np.ndarray) -> tuple[bytes, bytes]:
-        size = self.SIZE
-        plane = scatter.copy()
-        col = int(round((z[0] + LIMIT) / (2 * LIMIT) * (size - 1)))
-        row = int(round((LIMIT - z[1]) / (2 * LIMIT) * (size - 1)))
-        for r in range(row - 6, row + 7):  # a black cross marks z
-            if 0 <= r < size and 0 <= col < size:
-                plane[r, max(col - 1, 0) : col + 2] = 0
-        for c in range(col - 6, col + 7):
-            if 0 <= c < size and 0 <= row < size:
-                plane[max(row - 1, 0) : row + 2, c] = 0
-        digit = np.round(self.decode(z) * 255).astype(np.uint8)
-        digit = np.kron(digit, np.ones((size // 28 + 1, size // 28 + 1), dtype=np.uint8))
-        return _png(plane), _png(digit)
-
-    def widget(self):
-        """The ipywidgets view: sliders for z_1 and z_2, a sample button, plane and digit."""
-        import ipywidgets as widgets
-
-        scatter = self._scatter()
-        sliders = [
-            widgets.FloatSlider(
-                0.0, min=-LIMIT, max=LIMIT, step=0.05, description=name, readout_format=".2f"
-            )
-            for name in ("z₁ (prior sd)", "z₂ (prior sd)")
-        ]
-        for slider in sliders:
-            slider.style.description_width = "initial"
-        button = widgets.Button(description="sample z ~ N(0, I)")
-        plane, digit = (widgets.Image(format="png", width=self.SIZE) for _ in range(2))
-        generator = np.random.default_rng()
-
-        def update(_=None):
-            plane.value, digit.value = self._views((sliders[0].value, sliders[1].value), scatter)
-
-        def sample(_):
-            z = generator.standard_normal(2).clip(-LIMIT, LIMIT)
-            with sliders[0].hold_trait_notifications(), sliders[1].hold_trait_notifications():
-                sliders[0].value, sliders[1].value = float(z[0]), float(z[1])
-
-        for slider in sliders:
-            slider.observe(update, names="value")
-        button.on_click(sample)
-        update()
-        return widgets.VBox([widgets.HBox([plane, digit]), widgets.HBox([*sliders, button])])
-
-    def __repr__(self) -> str:
-        hidden = self.first.out_features
-        return f"LatentExplorer(decoder 2-{hidden}-{PIXELS}, {len(self.codes)} codes)"
-
-    def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
-        bundle = {"text/plain": repr(self), "text/html": explorer_html(self.static)}
-        try:
-            if self._widget is None:
-                self._widget = self.widget()
-            view = self._widget._repr_mimebundle_()
-        except ImportError:  # no ipywidgets: the HTML explorer alone
-            return bundle
-        if isinstance(view, tuple):
-            view = view[0]
-        widget_view = "application/vnd.jupyter.widget-view+json"
-        if view and widget_view in view:
-            bundle[widget_view] = view[widget_view]
-        return bundle
+# Moved to `explorer_widget` (the notebook's view); importable from here for one release.
+def __getattr__(name: str) -> object:
+    """LatentExplorer, from `explorer_widget`, where it moved."""
+    if name == "LatentExplorer":
+        return importlib.import_module("vae_tutorial.explorer_widget").LatentExplorer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

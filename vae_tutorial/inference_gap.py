@@ -23,6 +23,8 @@ is per image, in nats, for the Bernoulli VAE of binary images.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -111,14 +113,16 @@ def inference_gaps(
     *,
     k: int = 5000,
     elbo_samples: int = 1000,
-    steps: int = 500,
-    lr: float = 0.02,
-    samples: int = 16,
-    seed: int = 0,
+    **search: Any,
 ) -> dict[str, Tensor]:
-    """Per image (B,), nats: log p(x) (L_k), ELBO of q_phi and of q*, the two gaps and their sum."""
+    """Per image (B,), nats: log p(x) (L_k), ELBO of q_phi and of q*, the two gaps and their sum.
+
+    search: the keywords of `optimal_gaussian` that find q* (steps, lr, samples, seed), its
+    defaults where not given; seed + 1 then seeds the ELBO and L_k draws.
+    """
     check_model("inference_gaps", model)
-    mu_opt, logvar_opt = optimal_gaussian(model, x, steps=steps, lr=lr, samples=samples, seed=seed)
+    seed = search.get("seed", 0)
+    mu_opt, logvar_opt = optimal_gaussian(model, x, **search)
     with torch.no_grad():
         mu_enc, logvar_enc = model.encode(x)
     generator = torch.Generator(device=mu_enc.device).manual_seed(seed + 1)

@@ -43,12 +43,13 @@ The autoencoder has the same layout with a deterministic code $z = e_\phi(x)$ fr
 $e_\phi$. Nothing ties its codes to $p(z)$, so decoding draws from $\mathcal N(0, I)$ need not give
 digits.
 
-## Layouts
+## Layouts and likelihoods
 
-- `arch="mlp"` (Kingma and Welling 2014): 784 -> H -> ($\mu$, $\log\sigma^2$ in $\mathbb R^D$)
-  -> H -> 784 with ReLU; the default H = 400, D = 20.
-- `arch="conv"`: 1x28x28 -> 32x14x14 -> 64x7x7 (two stride-2 convolutions) -> H -> D,
-  and the mirror image with transposed convolutions.
+`networks` builds the layers of each `arch`. The decoder returns logits $\ell$; the model's
+`config.likelihood` reads them: `log_likelihood(logits, x)` is $\log p_\theta(x \mid z)$ and
+`decode_mean(z)` is the mean image $\mathbb E[x \mid z]$, $\mathrm{sigmoid}(\ell)$ for a
+Bernoulli decoder and the continuous Bernoulli's own mean for that one (`likelihoods`). Every
+picture of the package decodes with `decode_mean`.
 
 ## The conditional VAE (Sohn, Lee and Yan 2015)
 
@@ -68,34 +69,23 @@ sync), so `check=False` skips them (the training loop does).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vae_tutorial import checks
-
-IMAGE_SHAPE = (1, 28, 28)
-PIXELS = 784
-CLASSES = 10  # digit labels y in 0..9, the condition of a CVAE
-
-
-@dataclass
-class ModelConfig:
-    """What fixes a model's layout; `build_model(config)` makes it."""
-
-    kind: str = "vae"  # "vae": Gaussian q(z|x) and a sampled z; "ae": deterministic z = e(x);
-    # "cvae": q(z|x,y) and p(x|z,y), conditioned on the digit label y
-    arch: str = "mlp"  # "mlp": 784-H-D-H-784; "conv": stride-2 convs (32, 64 channels), mirrored
-    latent_dim: int = 20  # D, the size of z
-    hidden_dim: int = 400  # H, the width of the hidden layer on each side
-
-    def __post_init__(self) -> None:
-        checks.one_of("ModelConfig.kind", self.kind, ("vae", "ae", "cvae"))
-        checks.one_of("ModelConfig.arch", self.arch, ("mlp", "conv"))
-        checks.positive_int("ModelConfig.latent_dim", self.latent_dim)
-        checks.positive_int("ModelConfig.hidden_dim", self.hidden_dim)
+from vae_tutorial.config import ModelConfig
+from vae_tutorial.labels import CLASSES, check_labels, label_args  # noqa: F401  (lived here)
+from vae_tutorial.likelihoods import likelihood_mean, log_likelihood
+from vae_tutorial.networks import (  # noqa: F401  (PIXELS, IMAGE_SHAPE lived here)
+    IMAGE_SHAPE,
+    PIXELS,
+    check_dtype_device,
+    conv_features,
+    decoder,
+    encoder_body,
+    flat_images,
+)
 
 
 def reparameterize(mu: Tensor, logvar: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -105,85 +95,25 @@ def reparameterize(mu: Tensor, logvar: Tensor, generator: torch.Generator | None
     return mu + torch.exp(0.5 * logvar) * eps  # $z = \mu + e^{\frac12\log\sigma^2} \odot \epsilon$
 
 
-def _check_dtype_device(name: str, t: Tensor, param: Tensor) -> None:
-    """Raise ValueError unless t has the model's floating dtype (any, under autocast) and device."""
-    autocast = torch.is_autocast_enabled(param.device.type)
-    if not t.is_floating_point() or (t.dtype != param.dtype and not autocast):
-        hint = "; convert uint8 images with x.float() / 255" if t.dtype == torch.uint8 else ""
-        hint = hint or f"; convert with .to({param.dtype})"
-        raise ValueError(f"{name}: expected dtype {param.dtype} (the model's), got {t.dtype}{hint}")
-    if t.device != param.device:
-        raise ValueError(
-            f"{name}: expected a tensor on {param.device} (the model's), got {t.device}; "
-            f"move it with .to({str(param.device)!r})"
-        )
-
-
-def _flat_images(x: Tensor, param: Tensor, check: bool) -> Tensor:
-    """Validate a batch of images and flatten it: (B, 784) or (B, 1, 28, 28) -> (B, 784)."""
-    checks.tensor("x", x, "of images (B, 784) or (B, 1, 28, 28)")
-    flat = x.ndim == 2 and x.shape[1] == PIXELS
-    if not (flat or (x.ndim == 4 and tuple(x.shape[1:]) == IMAGE_SHAPE)):
-        raise ValueError(f"x: expected shape (B, 784) or (B, 1, 28, 28), got {tuple(x.shape)}")
-    _check_dtype_device("x", x, param)
-    if check:
-        checks.unit_interval("x (pixel values)", x)
-    return x.reshape(x.shape[0], PIXELS)  # (B, 784)
-
-
-def _conv_features() -> nn.Sequential:
-    """x (B, 784) -> features (B, 3136): two stride-2 convolutions."""
-    return nn.Sequential(
-        nn.Unflatten(1, IMAGE_SHAPE),  # (B, 1, 28, 28)
-        nn.Conv2d(1, 32, 4, stride=2, padding=1),  # (B, 32, 14, 14)
-        nn.ReLU(),
-        nn.Conv2d(32, 64, 4, stride=2, padding=1),  # (B, 64, 7, 7)
-        nn.ReLU(),
-        nn.Flatten(),  # (B, 3136)
-    )
-
-
-def _encoder_body(config: ModelConfig) -> nn.Sequential:
-    """x (B, 784) -> h (B, H)."""
-    hidden = config.hidden_dim
-    if config.arch == "mlp":
-        return nn.Sequential(nn.Linear(PIXELS, hidden), nn.ReLU())  # (B, H)
-    return nn.Sequential(*_conv_features(), nn.Linear(64 * 7 * 7, hidden), nn.ReLU())  # (B, H)
-
-
-def _decoder(config: ModelConfig, conditions: int = 0) -> nn.Sequential:
-    """[z, e_y] (B, D + conditions) -> logits (B, 784); conditions = 0: z alone."""
-    latent, hidden = config.latent_dim + conditions, config.hidden_dim
-    if config.arch == "mlp":
-        return nn.Sequential(nn.Linear(latent, hidden), nn.ReLU(), nn.Linear(hidden, PIXELS))
-    return nn.Sequential(
-        nn.Linear(latent, hidden),  # (B, H)
-        nn.ReLU(),
-        nn.Linear(hidden, 64 * 7 * 7),  # (B, 3136)
-        nn.ReLU(),
-        nn.Unflatten(1, (64, 7, 7)),  # (B, 64, 7, 7)
-        nn.ConvTranspose2d(64, 32, 4, stride=2, padding=1),  # (B, 32, 14, 14)
-        nn.ReLU(),
-        nn.ConvTranspose2d(32, 1, 4, stride=2, padding=1),  # (B, 1, 28, 28)
-        nn.Flatten(),  # (B, 784)
-    )
-
-
 class _ImageModel(nn.Module):
     """What the VAE and the autoencoder share: the config, decoding and the input checks."""
 
-    def __init__(self, config: ModelConfig, kind: str) -> None:
+    kind = ""  # the ModelConfig.kind each model class serves
+    conditional = False  # a CVAE takes digit labels y after x or z
+
+    def __init__(self, config: ModelConfig | None) -> None:
         super().__init__()
-        if config.kind != kind:
+        config = ModelConfig(kind=self.kind) if config is None else config
+        if config.kind != self.kind:
             raise ValueError(
-                f"{type(self).__name__}: expected a ModelConfig with kind={kind!r}, "
+                f"{type(self).__name__}: expected a ModelConfig with kind={self.kind!r}, "
                 f"got kind={config.kind!r} (build_model picks the class from the config)"
             )
         self.config = config
 
     def _images(self, x: Tensor, check: bool) -> Tensor:
         """Checked, flattened images (B, 784)."""
-        return _flat_images(x, next(self.parameters()), check)
+        return flat_images(x, next(self.parameters()), check)
 
     def _latents(self, z: Tensor, check: bool) -> Tensor:
         """Checked latent codes z (B, D)."""
@@ -192,31 +122,43 @@ class _ImageModel(nn.Module):
         checks.tensor("z", z, f"(B, {latent})")
         if z.ndim != 2 or z.shape[1] != latent:
             raise ValueError(f"z: expected shape (B, {latent}), got {tuple(z.shape)}")
-        _check_dtype_device("z", z, param)
+        check_dtype_device("z", z, param)
         if check:
             checks.finite("z", z)
         return z
 
     def decode(self, z: Tensor, *, check: bool = True) -> Tensor:
-        """Bernoulli logits l = g_theta(z): z (B, D) -> logits (B, 784); check: z finite."""
+        """Decoder logits l = g_theta(z): z (B, D) -> logits (B, 784); check: z finite."""
         return self.decoder(self._latents(z, check))  # (B, 784)
 
-    def decode_probs(self, z: Tensor, *, check: bool = True) -> Tensor:
-        """Pixel means sigmoid(g_theta(z)) in (0, 1): z (B, D) -> (B, 784)."""
-        # $\mathrm{sigmoid}(\ell) = 1 / (1 + e^{-\ell})$
-        return torch.sigmoid(self.decode(z, check=check))
+    def decode_mean(self, z: Tensor, *labels: Tensor, check: bool = True) -> Tensor:
+        """The mean image E[x|z] of the model's likelihood: z (B, D) -> (B, 784) in (0, 1)."""
+        return self.mean(self.decode(z, *labels, check=check))
+
+    # the old name, from when every decoder was Bernoulli; kept one release
+    decode_probs = decode_mean
+
+    def mean(self, logits: Tensor) -> Tensor:
+        """E[x|z] from the decoder's logits (..., 784), under the model's likelihood."""
+        return likelihood_mean(self.config.likelihood)(logits)
+
+    def log_likelihood(self, logits: Tensor, x: Tensor, *, check: bool = True) -> Tensor:
+        """log p_theta(x|z) under the model's likelihood: logits, x (..., 784) -> (...,) nats."""
+        return log_likelihood(self.config.likelihood)(logits, x, check=check)
 
 
 class VAE(_ImageModel):
-    """Gaussian encoder q_phi(z|x), Bernoulli decoder p_theta(x|z), prior N(0, I)."""
+    """Gaussian encoder q_phi(z|x), decoder p_theta(x|z) of config.likelihood, prior N(0, I)."""
+
+    kind = "vae"
 
     def __init__(self, config: ModelConfig | None = None) -> None:
-        config = ModelConfig() if config is None else config
-        super().__init__(config, "vae")
-        self.encoder = _encoder_body(config)
+        super().__init__(config)
+        config = self.config
+        self.encoder = encoder_body(config)
         self.to_mu = nn.Linear(config.hidden_dim, config.latent_dim)  # $\mu_\phi(x)$
         self.to_logvar = nn.Linear(config.hidden_dim, config.latent_dim)  # $\log\sigma^2_\phi(x)$
-        self.decoder = _decoder(config)
+        self.decoder = decoder(config)
 
     def encode(self, x: Tensor, *, check: bool = True) -> tuple[Tensor, Tensor]:
         """q_phi(z|x): x (B, 784) or (B, 1, 28, 28) in [0, 1] -> mu, logvar, each (B, D)."""
@@ -235,13 +177,15 @@ class VAE(_ImageModel):
 class Autoencoder(_ImageModel):
     """Deterministic encoder z = e_phi(x) and decoder logits g_theta(z), no prior."""
 
+    kind = "ae"
+
     def __init__(self, config: ModelConfig | None = None) -> None:
-        config = ModelConfig(kind="ae") if config is None else config
-        super().__init__(config, "ae")
+        super().__init__(config)
+        config = self.config
         self.encoder = nn.Sequential(
-            *_encoder_body(config), nn.Linear(config.hidden_dim, config.latent_dim)
+            *encoder_body(config), nn.Linear(config.hidden_dim, config.latent_dim)
         )  # $z = e_\phi(x)$
-        self.decoder = _decoder(config)
+        self.decoder = decoder(config)
 
     def encode(self, x: Tensor, *, check: bool = True) -> Tensor:
         """z = e_phi(x): x (B, 784) or (B, 1, 28, 28) in [0, 1] -> z (B, D)."""
@@ -252,48 +196,24 @@ class Autoencoder(_ImageModel):
         return self.decode(self.encode(x, check=check), check=False)
 
 
-def check_labels(
-    name: str, y: object, n: int, device: torch.device, *, check: bool = True
-) -> Tensor:
-    """Digit labels y: an int64 tensor (n,) on device, values in 0..9 if check (a host sync)."""
-    if y is None:
-        raise ValueError(
-            f"{name}: expected digit labels y (int64, ({n},), 0..9), got None; "
-            "a CVAE is conditioned on the label: pass it, e.g. model(x, y)"
-        )
-    checks.tensor(name, y, f"of digit labels ({n},)")
-    if y.dtype != torch.int64:
-        raise ValueError(
-            f"{name}: expected dtype torch.int64 (digit labels 0..9), got {y.dtype}; "
-            "convert with y.long()"
-        )
-    if y.shape != (n,):
-        raise ValueError(f"{name}: expected shape ({n},), one label each, got {tuple(y.shape)}")
-    if y.device != device:
-        raise ValueError(f"{name}: expected a tensor on {device}, got {y.device}; use .to()")
-    if check and y.numel() and not bool(((y >= 0) & (y < CLASSES)).all()):
-        raise ValueError(
-            f"{name}: expected digit labels in 0..{CLASSES - 1}, got min {int(y.min())}, "
-            f"max {int(y.max())}"
-        )
-    return y
-
-
 class CVAE(VAE):
     """Conditional VAE (Sohn et al. 2015): q_phi(z|x,y), p_theta(x|z,y), p(z) = N(0, I)."""
 
+    kind = "cvae"
+    conditional = True
+
     def __init__(self, config: ModelConfig | None = None) -> None:
-        config = ModelConfig(kind="cvae") if config is None else config
-        _ImageModel.__init__(self, config, "cvae")
+        _ImageModel.__init__(self, config)
+        config = self.config
         mlp = config.arch == "mlp"
-        self.features = nn.Identity() if mlp else _conv_features()  # x -> (B, 784 or 3136)
+        self.features = nn.Identity() if mlp else conv_features()  # x -> (B, 784 or 3136)
         width = PIXELS if mlp else 64 * 7 * 7
         # $h = \mathrm{relu}(W [x, e_y] + b)$, (B, H)
         self.encoder = nn.Sequential(nn.Linear(width + CLASSES, config.hidden_dim), nn.ReLU())
         hidden, latent = config.hidden_dim, config.latent_dim
         self.to_mu = nn.Linear(hidden, latent)  # $\mu_\phi(x, y)$
         self.to_logvar = nn.Linear(hidden, latent)  # $\log\sigma^2_\phi(x, y)$
-        self.decoder = _decoder(config, CLASSES)  # $\ell = g_\theta([z, e_y])$
+        self.decoder = decoder(config, CLASSES)  # $\ell = g_\theta([z, e_y])$
 
     def _one_hot(self, y: object, n: int, check: bool) -> Tensor:
         """e_y: labels (n,) int64 -> one-hot rows (n, 10) in the model's dtype."""
@@ -314,10 +234,6 @@ class CVAE(VAE):
         z = self._latents(z, check)  # (B, D)
         return self.decoder(torch.cat([z, self._one_hot(y, len(z), check).to(z.dtype)], 1))
 
-    def decode_probs(self, z: Tensor, y: Tensor | None = None, *, check: bool = True) -> Tensor:
-        """Pixel means sigmoid(g_theta([z, e_y])) in (0, 1): z (B, D), y (B,) -> (B, 784)."""
-        return torch.sigmoid(self.decode(z, y, check=check))
-
     def forward(
         self,
         x: Tensor,
@@ -332,30 +248,7 @@ class CVAE(VAE):
         return self.decode(z, y, check=False), mu, logvar, z  # z, y come from checked inputs
 
 
-def label_args(
-    fn: str, model: nn.Module, labels: object, n: int, fix: str = "", *, check: bool = True
-) -> tuple[Tensor, ...]:
-    """What encode, decode and forward take after x or z: (labels,) for a CVAE, () otherwise.
-
-    Raises ValueError for a CVAE without labels (fix says what to do) or labels for any other
-    model; check=False skips reading the label values back (their range).
-    """
-    conditional = isinstance(model, CVAE)
-    if conditional and labels is None:
-        fix = fix or "pass labels=, an int64 tensor of digits 0..9, one per image"
-        raise ValueError(
-            f"{fn}: expected digit labels for a conditional VAE (kind='cvae'), got none; {fix}"
-        )
-    if not conditional and labels is not None:
-        raise ValueError(
-            f"{fn}: expected no labels for a model of kind={model.config.kind!r}, which is not "
-            f"conditioned on y, got {checks.describe(labels)}; drop them, or use a kind='cvae' "
-            "model"
-        )
-    if not conditional:
-        return ()
-    device = next(model.parameters()).device
-    return (check_labels(f"{fn}: labels", labels, n, device, check=check),)
+MODELS = (VAE, Autoencoder, CVAE)  # one class per ModelConfig.kind
 
 
 def build_model(config: ModelConfig) -> VAE | Autoencoder:
@@ -365,13 +258,29 @@ def build_model(config: ModelConfig) -> VAE | Autoencoder:
             f"build_model: expected a ModelConfig, got {checks.describe(config)}; "
             "write build_model(ModelConfig(...))"
         )
-    return {"vae": VAE, "ae": Autoencoder, "cvae": CVAE}[config.kind](config)
+    return next(cls for cls in MODELS if cls.kind == config.kind)(config)
+
+
+class NonFiniteWeights(ValueError):
+    """A model with NaN or infinite weights: the run that made it diverged."""
+
+
+def check_weights(fn: str, model: nn.Module) -> None:
+    """Raise NonFiniteWeights unless every weight is finite; reads them back (a GPU sync)."""
+    bad = {n: int((~torch.isfinite(p)).sum()) for n, p in model.state_dict().items()}
+    bad = {name: count for name, count in bad.items() if count}
+    if bad:
+        raise NonFiniteWeights(
+            f"{fn}: expected a model with finite weights, got {sum(bad.values())} NaN or infinite "
+            f"values (in {', '.join(list(bad)[:3])}); the run that made it diverged: load an "
+            "earlier checkpoint, or train again with a lower lr"
+        )
 
 
 def check_model(fn: str, model: object, *, vae: bool = True, weights: bool = True) -> None:
     """Raise ValueError unless model is a VAE (or an Autoencoder, if not vae) with finite weights.
 
-    weights=False skips the weights check, which reads every parameter back (a GPU sync).
+    weights=False skips the weights check (`check_weights`), for a caller that made it already.
     """
     kinds = (VAE,) if vae else (VAE, Autoencoder)
     if not isinstance(model, kinds):
@@ -382,11 +291,5 @@ def check_model(fn: str, model: object, *, vae: bool = True, weights: bool = Tru
             )
         want = "a VAE" if vae else "a VAE or an Autoencoder"
         raise ValueError(f"{fn}: expected {want}, got {checks.describe(model)}")
-    if not weights:
-        return
-    bad = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
-    if bad:
-        raise ValueError(
-            f"{fn}: expected a model with finite weights, got NaN or inf in {', '.join(bad[:3])}; "
-            "its training diverged: retrain it (a lower lr) or load an earlier checkpoint"
-        )
+    if weights:
+        check_weights(fn, model)

@@ -17,8 +17,8 @@ from torch import Tensor
 from torchvision.utils import make_grid
 
 from vae_tutorial import checks
+from vae_tutorial.history import History
 from vae_tutorial.sampling import decode_grid, latent_grid
-from vae_tutorial.train import History
 
 INCHES_PER_DIGIT = 0.6
 PAD = 2  # pixels between digits in a grid

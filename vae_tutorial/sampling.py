@@ -3,10 +3,10 @@ r"""Sampling: decoding the prior, reconstructions, interpolations and a 2-D late
 ## Samples and reconstructions
 
 A sample from the model is $z \sim p(z) = \mathcal N(0, I)$ followed by the decoder; we show the
-Bernoulli means $\mathrm{sigmoid}(g_\theta(z))$, the usual picture, rather than binary draws. A
-reconstruction decodes the encoder's mean $\mu_\phi(x)$, or a draw $z \sim q_\phi(z \mid x)$.
-`sample_prior` shows the mean $\mathbb E[x \mid z]$ of the likelihood the model was trained with:
-for the continuous Bernoulli that is `continuous_bernoulli_mean`, not $\lambda =
+means $\mathbb E[x \mid z]$, the usual picture, rather than draws. A reconstruction decodes the
+encoder's mean $\mu_\phi(x)$, or a draw $z \sim q_\phi(z \mid x)$. Every function here shows the
+mean of the model's own likelihood (`model.decode_mean`): $\mathrm{sigmoid}(g_\theta(z))$ for a
+Bernoulli decoder, and for the continuous Bernoulli `continuous_bernoulli_mean`, not $\lambda =
 \mathrm{sigmoid}(g_\theta(z))$.
 
 ## Interpolation
@@ -35,7 +35,6 @@ import torch
 from torch import Tensor
 
 from vae_tutorial import checks
-from vae_tutorial.elbo import likelihood_mean
 from vae_tutorial.evaluate import encode_dataset
 from vae_tutorial.models import (
     PIXELS,
@@ -54,17 +53,15 @@ def sample_prior(
     *,
     labels: Tensor | None = None,
     seed: int = 0,
-    likelihood: str = "bernoulli",
+    check: bool = True,
 ) -> Tensor:
     """Decoded draws z ~ N(0, I) with a seeded generator: pixel means E[x|z] (n, 784) in (0, 1).
 
-    likelihood: the one the model was trained with (TrainConfig.likelihood); it sets the mean,
-    sigmoid(g_theta(z)) for a Bernoulli decoder, `continuous_bernoulli_mean` for that one.
     A CVAE draws the digits it is told: labels (n,) int64 in 0..9, decoded from [z, e_y];
     the z draws depend on the seed only, so one seed with other labels gives the same styles.
+    check=False skips the weights check (`check_weights`), for a caller that made it.
     """
-    mean = likelihood_mean(likelihood)  # logits -> E[x|z], elementwise
-    check_model("sample_prior", model, vae=False)
+    check_model("sample_prior", model, vae=False, weights=check)
     n = checks.positive_int("n", n)
     conditions = label_args("sample_prior", model, labels, n)  # (labels,) or ()
     seed = checks.int_at_least("seed", seed, 0)
@@ -73,7 +70,7 @@ def sample_prior(
     shape = (n, model.config.latent_dim)
     z = torch.randn(shape, generator=generator, device=param.device, dtype=param.dtype)  # (n, D)
     # $\mathbb E[x \mid z]$ from the logits $g_\theta(z)$, $z \sim \mathcal N(0, I)$, (n, 784)
-    return mean(model.decode(z, *conditions))
+    return model.decode_mean(z, *conditions)
 
 
 @torch.no_grad()
@@ -96,7 +93,7 @@ def reconstruct(
     conditions = label_args("reconstruct", model, labels, len(x))  # (labels,) or ()
     if not sample:
         mu = encode_dataset(model, x, batch_size=max(1, len(x)), labels=labels)  # (B, D)
-        return model.decode_probs(mu, *conditions)
+        return model.decode_mean(mu, *conditions)
     if not isinstance(model, VAE):
         raise ValueError(
             "reconstruct: sample=True expected a VAE (a q(z|x) to sample), "
@@ -105,7 +102,7 @@ def reconstruct(
     mu, logvar = model.encode(x, *conditions)  # (B, D) each
     generator = torch.Generator(device=mu.device).manual_seed(seed)
     z = reparameterize(mu, logvar, generator)  # (B, D)
-    return model.decode_probs(z, *conditions, check=False)  # (B, 784)
+    return model.decode_mean(z, *conditions, check=False)  # (B, 784)
 
 
 def _check_path(fn: str, z0: Tensor, z1: Tensor, steps: int) -> None:
@@ -157,7 +154,7 @@ def interpolate(
     paths = {"lerp": lerp, "slerp": slerp}
     checks.one_of("method", method, tuple(paths))
     check_model("interpolate", model, vae=False)
-    fix = "for a CVAE, decode the path yourself: model.decode_probs(lerp(z0, z1, steps), y)"
+    fix = "for a CVAE, decode the path yourself: model.decode_mean(lerp(z0, z1, steps), y)"
     label_args("interpolate", model, None, 0, fix)  # unconditional models only
     checks.tensor("interpolate: x0", x0, "(784,)")
     checks.tensor("interpolate: x1", x1, "(784,)")
@@ -167,7 +164,7 @@ def interpolate(
             f"got shapes {tuple(x0.shape)} and {tuple(x1.shape)}"
         )
     z0, z1 = encode_dataset(model, torch.stack([x0.reshape(PIXELS), x1.reshape(PIXELS)]))  # (D,)
-    return model.decode_probs(paths[method](z0, z1, steps))  # (steps, 784)
+    return model.decode_mean(paths[method](z0, z1, steps))  # (steps, 784)
 
 
 def latent_grid(n: int, *, eps: float = 0.05) -> Tensor:
@@ -184,7 +181,7 @@ def latent_grid(n: int, *, eps: float = 0.05) -> Tensor:
 def decode_grid(model: VAE | Autoencoder, n: int, *, eps: float = 0.05) -> Tensor:
     """Pixel means at latent_grid(n), for latent_dim == 2: (n*n, 784), row by row."""
     check_model("decode_grid", model, vae=False)
-    fix = "for a CVAE, decode latent_grid(n) yourself: model.decode_probs(z, y)"
+    fix = "for a CVAE, decode latent_grid(n) yourself: model.decode_mean(z, y)"
     label_args("decode_grid", model, None, 0, fix)  # unconditional models only
     if model.config.latent_dim != 2:
         raise ValueError(
@@ -192,4 +189,4 @@ def decode_grid(model: VAE | Autoencoder, n: int, *, eps: float = 0.05) -> Tenso
         )
     param = next(model.parameters())
     z = latent_grid(n, eps=eps).to(device=param.device, dtype=param.dtype)  # (n*n, 2)
-    return model.decode_probs(z)  # (n*n, 784)
+    return model.decode_mean(z)  # (n*n, 784)

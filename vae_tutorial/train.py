@@ -17,7 +17,7 @@ $z$ sampled (`evaluate.evaluate_elbo`): with the likelihood it is trained with, 
 it models (`load_test_set`: grey for `binarize="none"`, else the static-binarized test set); the
 history records both. Then a checkpoint is written atomically with
 everything needed to resume (`checkpoint`): on a CPU a resumed run ends with the same weights as an
-uninterrupted one. `TrainConfig` and `History` are defined in `run` and re-exported here.
+uninterrupted one (`resume`). The per-batch loss is `objective`'s; the test set is `test_set`'s.
 """
 
 from __future__ import annotations
@@ -32,34 +32,22 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from vae_tutorial.checkpoint import (
-    CheckpointError,
-    capture_rng,
-    check_resumable,
-    ensure_writable,
-    parse_checkpoint,
-    read_checkpoint,
-    restore_rng,
-    save_checkpoint,
-)
+from vae_tutorial import device as devices
+from vae_tutorial.checkpoint import save_checkpoint
+from vae_tutorial.config import ModelConfig, TrainConfig, check_run
 from vae_tutorial.data import Batches, load_mnist
-from vae_tutorial.device import autocast, compiled, pick_device, progress_bar
+from vae_tutorial.device import autocast, compiled, progress_bar
 from vae_tutorial.distributed import World, join, rank_seed
-from vae_tutorial.elbo import (
-    elbo_terms,
-    free_bits_kl,
-    kl_per_dimension,
-    kl_warmup,
-    log_likelihood,
-)
-from vae_tutorial.evaluate import evaluate_elbo, log_importance_weights
-from vae_tutorial.models import ModelConfig, build_model
-from vae_tutorial.run import History, TrainConfig
+from vae_tutorial.history import History
+from vae_tutorial.objective import batch_losses
+from vae_tutorial.resume import capture_rng, open_checkpoint, restore_rng, start_run
+
+# TrainConfig (now in config), History (history), load_test_set and the TEST_ constants (test_set)
+# are importable from here for one release; the chapters import them from here.
+from vae_tutorial.test_set import TEST_BATCH, TEST_SEED, load_test_set, score_test_set  # noqa: I001
 
 __all__ = ["FitResult", "History", "TrainConfig", "TrainingDiverged", "fit", "load_test_set"]
-
-TEST_BATCH = 1000  # images per forward pass when scoring the test set
-TEST_SEED = 0  # the static binarization of the test set and its z draws: one fixed test set
+__all__ += ["TEST_BATCH", "TEST_SEED"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -80,141 +68,25 @@ class FitResult:
     world: World = field(default_factory=World)  # the processes that trained it (torchrun's)
 
 
-def _losses(
-    forward: Callable[..., Any],
-    x: Tensor,
-    kind: str,
-    likelihood: str,
-    amp: torch.autocast,
-    y: Tensor | None = None,
-) -> tuple[Tensor, Tensor]:
-    """-log p(x|z) per example (B,), and KL(q(z_j|x) || p(z_j)) per latent (B, D); AE: (B, 0).
-
-    A CVAE (kind "cvae") is given the labels y (B,): then p(x|z,y) and q(z|x,y).
-    """
-    conditions = (y,) if kind == "cvae" else ()  # a CVAE's label argument
-    with amp:
-        out = forward(x, *conditions, check=False)  # no range check: a host sync every step
-    if kind == "ae":
-        log_lik = log_likelihood(likelihood)
-        reconstruction = -log_lik(out.float(), x, check=False)  # $-\log p(x \mid z)$, (B,)
-        return reconstruction, reconstruction.new_zeros(len(x), 0)  # no latent, no KL
-    logits, mu, logvar, _ = out  # (B, 784), (B, D), (B, D), (B, D)
-    terms = elbo_terms(
-        logits.float(), x, mu.float(), logvar.float(), likelihood=likelihood, check=False
-    )
-    # $\mathrm{KL}_{bj} = \frac12 (\mu_{bj}^2 + \sigma_{bj}^2 - \log\sigma_{bj}^2 - 1)$, (B, D)
-    return -terms.reconstruction, kl_per_dimension(mu.float(), logvar.float(), check=False)
-
-
-def _iwae_losses(
-    model: nn.Module, x: Tensor, kind: str, likelihood: str, amp: torch.autocast, y: Tensor, k: int
-) -> tuple[Tensor, Tensor, Tensor]:
-    """-L_k per example (B,), the loss; for the record, -log p(x|z) (B,) and the KL (B, D).
-
-    The record's -ELBO is -(1/k) sum_i log w_i, an unbiased estimate from the same k draws, and
-    -log p(x|z) is that less the closed-form KL.
-    """
-    labels = y if kind == "cvae" else None
-    with amp:  # $\log w_i = \log p(x, z_i) - \log q(z_i \mid x)$, $z_i \sim q(z \mid x)$, (k, B)
-        log_w = log_importance_weights(
-            model, x, k, check=False, likelihood=likelihood, labels=labels
-        ).float()
-    # $-\mathcal L_k = -\log \frac1k \sum_{i=1}^k w_i = \log k - \mathrm{logsumexp}_i \log w_i$
-    neg_bound = math.log(k) - torch.logsumexp(log_w, 0)  # (B,)
-    with torch.no_grad():
-        mu, logvar = model.encode(x, *(() if labels is None else (labels,)), check=False)
-        kl = kl_per_dimension(mu.float(), logvar.float(), check=False)  # (B, D)
-        # $-\log p(x \mid z) \approx -\frac1k \sum_i \log w_i - \mathrm{KL}$, (B,)
-        reconstruction = -log_w.mean(0) - kl.sum(-1)
-    return neg_bound, reconstruction, kl
-
-
-def _check_iwae(model_config: ModelConfig, config: TrainConfig, ranks: int) -> None:
-    """iwae_k > 1 needs q(z|x) (not an autoencoder) and one process (its loss bypasses DDP)."""
-    if config.iwae_k > 1 and model_config.kind == "ae":
-        raise ValueError(
-            f"fit: TrainConfig.iwae_k={config.iwae_k} needs a VAE's q(z|x) to weigh samples, got "
-            "ModelConfig.kind='ae' (no q, no L_k); use kind='vae', or iwae_k=1"
-        )
-    if config.iwae_k > 1 and ranks > 1:
-        raise ValueError(
-            f"fit: TrainConfig.iwae_k={config.iwae_k} trains in one process, got {ranks} ranks "
-            "under torchrun (its loss does not pass through DistributedDataParallel); run it "
-            "without torchrun, or with iwae_k=1"
-        )
-
-
 def _train_epoch(
-    forward: Callable[..., Any],
+    model: nn.Module,
     optimizer: torch.optim.Optimizer,
     batches: Batches,
-    beta: float,
-    free_bits: float,
-    kind: str,
-    likelihood: str,
+    config: TrainConfig,
+    epoch: int,
+    forward: Callable[..., Any],
     amp: torch.autocast,
-    *,
-    iwae_k: int = 1,
-    model: nn.Module | None = None,
 ) -> Tensor:
-    """One pass; per step [sum -log p(x|z), sum KL, B * loss], on the device: (steps, 3).
-
-    iwae_k > 1 minimises -L_k instead, through `model`, the VAE itself (not a compiled wrapper).
-    """
+    """One pass; per step [sum -log p(x|z), sum KL, B * loss], on the device: (steps, 3)."""
     rows = []
     for x, y in batches:  # x (B, 784), y (B,) on the device
-        if iwae_k > 1:  # $\mathcal L = -\frac1B \sum_b \mathcal L_k(x_b)$ (Burda et al. 2016)
-            neg_bound, reconstruction, kl = _iwae_losses(model, x, kind, likelihood, amp, y, iwae_k)
-            loss = neg_bound.mean()
-        else:
-            reconstruction, kl = _losses(forward, x, kind, likelihood, amp, y)  # (B,), (B, D)
-            # $\mathcal L = \frac1B \sum_b -\log p(x_b \mid z_b)
-            # + \beta \sum_j \max\big(\kappa, \frac1B \sum_b \mathrm{KL}_{bj}\big)$,
-            # $\kappa \ge 0$
-            loss = reconstruction.mean() + beta * free_bits_kl(kl, free_bits, check=False)
+        losses = batch_losses(model, x, y, config, epoch, forward=forward, amp=amp)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        losses.loss.backward()
         optimizer.step()
-        rows.append(torch.stack((reconstruction.sum(), kl.sum(), loss * len(x))).detach())
+        sums = (losses.reconstruction.sum(), losses.kl.sum(), losses.loss * len(x))
+        rows.append(torch.stack(sums).detach())
     return torch.stack(rows)  # (steps, 3), still on the device: no sync so far
-
-
-@torch.no_grad()
-def _test_losses(
-    model: nn.Module, images: Tensor, likelihood: str, labels: Tensor | None = None
-) -> tuple[float, float, float]:
-    """-E log p(x|z), KL and -ELBO on the test images, z sampled: nats per example.
-
-    labels (N,): the test labels, which a CVAE is scored with (its bound is on log p(x|y)).
-    """
-    if model.config.kind in ("vae", "cvae"):
-        labels = labels if model.config.kind == "cvae" else None  # only a CVAE takes y
-        scores = evaluate_elbo(
-            model,
-            images,
-            labels=labels,
-            batch_size=TEST_BATCH,
-            seed=TEST_SEED,
-            likelihood=likelihood,
-        )
-        return scores["reconstruction"], scores["kl"], scores["neg_elbo"]
-    log_lik = log_likelihood(likelihood)
-    total = sum(-log_lik(model(x), x).sum() for x in images.split(TEST_BATCH))
-    # $-\frac1N \sum_n \log p_\theta(x_n \mid z_n)$, z_n the code of x_n
-    reconstruction = float(total) / len(images)
-    return reconstruction, 0.0, reconstruction
-
-
-def load_test_set(
-    config: TrainConfig, *, root: str | Path | None = None, device: str | torch.device = "cpu"
-) -> tuple[Tensor, Tensor]:
-    """The test set a model trained with config is scored on: (N, 784) images, (N,) labels.
-
-    The data it models: grey images for binarize="none", else binarized once (seed TEST_SEED).
-    """
-    binarize = "none" if config.test_data == "grey" else "static"
-    return load_mnist("test", root=root, device=device, binarize=binarize, seed=TEST_SEED)
 
 
 def _diverged(
@@ -236,58 +108,12 @@ def _diverged(
     )
 
 
-def _start(
-    model_config: ModelConfig,
-    config: TrainConfig,
-    device: torch.device,
-    checkpoint_path: Path | None,
-    saved: dict[str, Any] | None,
-) -> tuple[nn.Module, torch.optim.Optimizer, History, dict[str, Any] | None]:
-    """The seeded initial model and its optimizer, or the state of `saved`, the run to resume."""
-    torch.manual_seed(config.seed)
-    model = build_model(model_config).to(device)
-    # fused: the whole Adam update in one pass over each parameter (CPU and CUDA kernels)
-    fused = device.type in ("cpu", "cuda")
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=fused)
-    scoring = {"test_likelihood": config.likelihood, "test_data": config.test_data}
-    if saved is None:
-        return model, optimizer, History(**scoring), None
-    check_resumable(saved, model_config, config)
-    weights, history = parse_checkpoint(saved, checkpoint_path)
-    was = {name: getattr(history, name) for name in scoring}
-    if history.epochs_done < config.epochs and was != scoring:  # a file from an older package
-        raise CheckpointError(
-            f"checkpoint: expected a history scored as {scoring}, got {was} in "
-            f"{str(checkpoint_path)!r}; its epochs cannot be continued on other terms: pass "
-            "overwrite=True (or delete the file) to train again"
-        )
-    model.load_state_dict(weights.state_dict())
-    optimizer.load_state_dict(saved["optimizer_state"])
-    return model, optimizer, history, saved
-
-
-def _open(
-    checkpoint_path: str | Path | None, resume: bool, overwrite: bool
-) -> tuple[Path | None, dict[str, Any] | None]:
-    """The checked checkpoint path, and the checkpoint to resume (None: start afresh)."""
-    if checkpoint_path is None:
-        return None, None
-    checkpoint_path = ensure_writable(checkpoint_path, "checkpoint_path")
-    if checkpoint_path.exists() and not (resume or overwrite):
-        raise CheckpointError(
-            "checkpoint_path: expected a path without a checkpoint, got "
-            f"{str(checkpoint_path)!r}, which holds one; pass resume=True to continue it, "
-            "overwrite=True to replace it, or another path"
-        )
-    resuming = resume and checkpoint_path.exists()
-    return checkpoint_path, read_checkpoint(checkpoint_path) if resuming else None
-
-
 def fit(
     model_config: ModelConfig,
     train_config: TrainConfig,
     *,
     device: str | torch.device | None = None,
+    world: World | None = None,
     checkpoint_path: str | Path | None = None,
     resume: bool = False,
     overwrite: bool = False,
@@ -296,7 +122,9 @@ def fit(
 ) -> FitResult:
     """Train a model on MNIST, scoring the test set and checkpointing after every epoch.
 
-    device: None picks CUDA, then MPS, then CPU. checkpoint_path: rewritten atomically after each
+    The configs are checked together first (`config.check_run`). device: None picks CUDA, then MPS,
+    then CPU; or world: the processes to train with, joined by the caller (`distributed.join`),
+    whose device is used; not both. checkpoint_path: rewritten atomically after each
     epoch (with 0 epochs, the initial model is written); an existing checkpoint there is continued
     with resume=True, replaced with overwrite=True, and otherwise refused (CheckpointError). Its
     folder is checked for writing before any training. progress: None or True = a tqdm bar over
@@ -310,20 +138,31 @@ def fit(
     Free bits clamp each rank's shard mean of the KL (B/N examples), not the global batch's.
     """
     start = time.perf_counter()
-    if not isinstance(model_config, ModelConfig) or not isinstance(train_config, TrainConfig):
-        raise ValueError(
-            "fit: expected a ModelConfig and a TrainConfig, "
-            f"got {type(model_config).__name__} and {type(train_config).__name__}"
-        )
-    config, device = train_config, pick_device(device)
+    try:
+        model_config, config = check_run(model_config, train_config)
+    except ValueError as error:
+        raise ValueError(f"fit: {error}") from None
     if resume and overwrite:
         raise ValueError("fit: expected resume=True or overwrite=True, got both; pick one")
-    world = join(device)  # under torchrun: this rank of the process group; else a world of one
+    if world is not None and device is not None:
+        raise ValueError(
+            f"fit: expected a device or a world, got both (device={device!r}, world on "
+            f"{world.device}); pass the world alone: it trains on its device"
+        )
+    if world is None:  # under torchrun: this rank of the process group; else a world of one
+        world = join(devices.pick_device(device))
     device = world.device  # on CUDA under torchrun: cuda:LOCAL_RANK
-    _check_iwae(model_config, config, world.size)
+    if config.iwae_k > 1 and world.size > 1:
+        raise ValueError(
+            f"fit: TrainConfig.iwae_k={config.iwae_k} trains in one process, got {world.size} "
+            "ranks under torchrun (its loss does not pass through DistributedDataParallel); run "
+            "it without torchrun, or with iwae_k=1"
+        )
     # rank 0 checks the path and reads the checkpoint; every rank gets its answer or its error
-    checkpoint_path, saved = world.from_main(_open, checkpoint_path, resume, overwrite)
-    model, optimizer, history, saved = _start(model_config, config, device, checkpoint_path, saved)
+    checkpoint_path, saved = world.from_main(open_checkpoint, checkpoint_path, resume, overwrite)
+    model, optimizer, history, saved = start_run(
+        model_config, config, device, checkpoint_path, saved
+    )
     if history.epochs_done == config.epochs:  # nothing left to do: no data needed
         if checkpoint_path is not None and saved is None and world.is_main:  # 0 epochs
             rng = capture_rng(torch.Generator(device).manual_seed(config.seed), device)
@@ -362,20 +201,8 @@ def fit(
     for epoch in bar:
         if world.size > 1:  # each rank its own z ~ q(z|x) draws, fixed by (seed, epoch, rank)
             torch.manual_seed(rank_seed(config.seed, epoch, world.rank))
-        beta = config.beta * kl_warmup(epoch, config.warmup_epochs)  # $\beta_e$
         tick = time.perf_counter()
-        sums = _train_epoch(
-            forward,
-            optimizer,
-            batches,
-            beta,
-            config.free_bits,
-            model_config.kind,
-            config.likelihood,
-            amp,
-            iwae_k=config.iwae_k,
-            model=model,
-        )
+        sums = _train_epoch(model, optimizer, batches, config, epoch, forward, amp)
         sums = world.sum(sums, "the epoch's loss sums")  # over the ranks' shards
         sums = sums.double().cpu()  # the epoch's one host sync, (steps, 3)
         train_seconds = time.perf_counter() - tick
@@ -388,7 +215,7 @@ def fit(
         tick = time.perf_counter()
         model.eval()
         # rank 0 scores the whole test set (as one process would); the other ranks get its scores
-        test = world.from_main(_test_losses, model, test_images, config.likelihood, test_labels)
+        test = world.from_main(score_test_set, model, test_images, test_labels)
         model.train()
         if not all(map(math.isfinite, test)):  # the last step's update broke the weights
             raise _diverged(config, epoch + 1, len(batches), len(batches), checkpoint_path)

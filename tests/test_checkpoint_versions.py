@@ -1,0 +1,79 @@
+"""Committed checkpoints of each format version load, evaluate and resume as their package did."""
+
+import shutil
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+import torch
+
+from vae_tutorial.checkpoint import CHECKPOINT_VERSION, load_checkpoint, read_checkpoint
+from vae_tutorial.config import ModelConfig, TrainConfig
+from vae_tutorial.evaluate import evaluate_elbo
+from vae_tutorial.test_set import load_test_set
+from vae_tutorial.train import fit
+
+FIXTURES = Path(__file__).parent / "fixtures"
+# what each file was trained with (tests/fixtures/make_checkpoints.py)
+RUNS = {
+    "v1": ({}, {}),
+    "v2": (
+        {"likelihood": "continuous_bernoulli"},
+        {"free_bits": 0.5, "warmup_epochs": 2, "binarize": "none"},
+    ),
+    "v3": ({}, {"iwae_k": 2}),
+}
+
+
+def configs(version: str, epochs: int) -> tuple[ModelConfig, TrainConfig]:
+    model, train = RUNS[version]
+    options = {"epochs": epochs, "train_size": 64, "batch_size": 32, "seed": 3, **train}
+    return ModelConfig(latent_dim=2, hidden_dim=4, **model), TrainConfig(**options)
+
+
+@pytest.mark.parametrize("version", RUNS)
+def test_each_version_loads_in_the_current_layout_and_evaluates(version):
+    raw = torch.load(FIXTURES / f"{version}-epoch1.pt", weights_only=True)
+    assert raw.get("version", 1) == int(version[1])  # the file is what its name says
+    saved = load_checkpoint(FIXTURES / f"{version}-epoch1.pt", "cpu")
+    model_config, train_config = configs(version, 1)
+    assert saved.model.config == model_config  # the likelihood on the model, whatever the version
+    assert saved.train_config == train_config
+    assert saved.history.epochs_done == 1
+    images, _ = load_test_set(train_config)
+    scores = evaluate_elbo(saved.model, images[:200])
+    assert saved.history.test_likelihood == model_config.likelihood
+    assert all(torch.isfinite(torch.tensor(list(scores.values()))))
+
+
+@pytest.mark.parametrize("version", RUNS)
+def test_each_version_resumes_to_the_weights_its_own_package_reached(version, tmp_path):
+    path = tmp_path / "run.pt"
+    shutil.copy(FIXTURES / f"{version}-epoch1.pt", path)
+    resumed = fit(
+        *configs(version, 2), device="cpu", checkpoint_path=path, resume=True, progress=False
+    )
+    reference = load_checkpoint(FIXTURES / f"{version}-epoch2.pt", "cpu")
+    for name, weight in reference.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[name], weight), name  # bit for bit on a CPU
+    got, want = resumed.history.to_dict(), reference.history.to_dict()
+    for key in ("train_seconds", "test_seconds"):  # wall clock
+        got.pop(key), want.pop(key)
+    if version == "v1":  # its file has no train_objective: the upgrade computes rec + beta_e KL
+        # the loss minimised is a float32 mean (eps 6e-8 of ~555 nats: 3.3e-5 per step)
+        assert got.pop("train_objective") == pytest.approx(want.pop("train_objective"), abs=1e-4)
+    assert got == want
+    assert torch.load(path, weights_only=True)["version"] == CHECKPOINT_VERSION
+
+
+def test_a_version_3_file_without_a_field_added_later_reads_it_at_its_default(tmp_path):
+    state = torch.load(FIXTURES / "v3-epoch1.pt", weights_only=True)
+    dropped = {"model_config": "likelihood", "train_config": "free_bits"}
+    for key, name in dropped.items():  # as a file written before these fields existed would be
+        del state[key][name]
+    torch.save(state, tmp_path / "old.pt")
+    read = read_checkpoint(tmp_path / "old.pt")
+    for (key, name), config in zip(dropped.items(), (ModelConfig, TrainConfig), strict=True):
+        default = next(f.default for f in fields(config) if f.name == name)
+        assert read[key][name] == default
+    assert load_checkpoint(tmp_path / "old.pt", "cpu").model.config == configs("v3", 1)[0]

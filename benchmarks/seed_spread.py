@@ -78,7 +78,8 @@ def measure(chapter: str, shift: int, store=None) -> dict[str, float]:
         for i, cell in enumerate(nb.cells):
             if i not in tables:
                 client.execute_cell(cell, i)
-        client.execute_cell(probe, len(nb.cells))
+        nb.cells.append(probe)
+        client.execute_cell(probe, len(nb.cells) - 1)
         values = json.loads(probe.outputs[0]["text"])
         if store is not None:
             store(values)

@@ -96,6 +96,9 @@ def keep_table_output(chapter: str, ran: nbformat.NotebookNode) -> None:
     code = [c for c in nb.cells if c.cell_type == "code"]
     (cell,) = [c for c in code if TABLE_CALL in c.source]
     cell.outputs = ran.outputs
+    for output in cell.outputs:  # the count this cell has in a run of the chapter alone
+        if "execution_count" in output:
+            output["execution_count"] = code.index(cell) + 1
     cell.execution_count = code.index(cell) + 1  # the chapter's counts run 1, 2, ... in order
     nbformat.write(nb, path)
 

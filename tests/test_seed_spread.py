@@ -1,8 +1,13 @@
 """A chapter's checked claims and the table of their spread over seeds, read from a result file."""
 
-import pytest
+import json
+import re
+from pathlib import Path
 
-from vae_tutorial.results import Result, write_result
+import pytest
+import yaml
+
+from vae_tutorial.results import Result, load_results, write_result
 from vae_tutorial.seed_spread import KIND, Claims
 
 HARDWARE = {"device": "cpu", "cpu_model": "test CPU", "cpu_cores": 2, "gpu": None}
@@ -89,3 +94,22 @@ def test_table_names_the_command_when_the_run_or_a_quantity_is_missing(tmp_path)
     stored(tmp_path, "07_collapse", {"gap": [60.0, 58.5, 61.0]})
     with pytest.raises(LookupError, match="0 values of 'rate'"):
         claims.table(tmp_path)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+TOC = yaml.safe_load((ROOT / "_toc.yml").read_text())
+CHAPTERS = [ROOT / f"{e['file']}.ipynb" for e in TOC["chapters"] if e["file"].startswith("book/")]
+CHAPTERS = [path for path in CHAPTERS if path.exists()]
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_a_chapter_with_a_spread_table_can_be_shifted_and_has_its_measurement(path):
+    code = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+    sources = ["".join(c["source"]) for c in code]
+    if not any("claims.table(" in s for s in sources):
+        pytest.skip("no seed-spread table in this chapter")
+    shift_lines = [s for s in sources if re.search(r"^SEED_SHIFT = 0\b", s, re.M)]
+    assert len(shift_lines) == 1, "one `SEED_SHIFT = 0` line, in the Settings cell"
+    runs = [r for r in load_results(KIND, complete=True) if r.config.get("run") == path.stem]
+    assert runs, f"run python benchmarks/seed_spread.py --chapters {path.stem}"
+    assert len({row["seed_shift"] for row in runs[-1].rows}) >= 3, "3 seeds or more"

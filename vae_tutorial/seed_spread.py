@@ -131,6 +131,7 @@ class Claims:
                 )
             spread = f"{min(stored):.4g} to {max(stored):.4g}"
             rows.append([name, f"{claim.value:.4g}", spread, claim.tolerance(), claim.threshold()])
-        header = ["quantity", "this run", f"seeds + {shifts}", "tolerance", "the claim needs"]
-        caption = f"Seed shifts {shifts} measured on {describe(run)} ({run.path.name})."
+        shown = ", ".join(map(str, shifts))
+        header = ["quantity", "this run", f"range, seed shifts {shown}", "tolerance", "claim needs"]
+        caption = f"Seed shifts {shown} measured on {describe(run)} ({run.path.name})."
         return Table(markdown_table(header, rows) + "\n\n" + caption)

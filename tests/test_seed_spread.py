@@ -69,6 +69,13 @@ def test_table_shows_this_run_the_stored_range_the_tolerance_and_the_threshold(t
     assert claims.table(tmp_path)._repr_markdown_() == claims.table(tmp_path)
 
 
+def test_table_escapes_a_bar_in_a_quantity_name(tmp_path):
+    stored(tmp_path, "02_elbo", {"|MC - exact| / se": [1.0, 2.0, 3.0]})
+    claims = Claims("02_elbo")
+    claims.check("|MC - exact| / se", 1.0, hi=4)
+    assert claims.table(tmp_path).splitlines()[2].startswith("| \\|MC - exact\\| / se ")
+
+
 def test_table_reads_the_newest_complete_run_of_the_chapter(tmp_path):
     stored(tmp_path, "07_collapse", {"rate": [1.0, 1.0, 1.0]}, date="2026-12-01T00:00:00Z")
     stored(tmp_path, "07_collapse", {"rate": [1.5, 1.6, 1.7]}, date="2026-12-02T00:00:00Z")

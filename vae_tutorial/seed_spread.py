@@ -130,7 +130,8 @@ class Claims:
                     f"{claim.tolerance()} ({run.path.name}); the claim does not hold over seeds"
                 )
             spread = f"{min(stored):.4g} to {max(stored):.4g}"
-            rows.append([name, f"{claim.value:.4g}", spread, claim.tolerance(), claim.threshold()])
+            cells = [name, f"{claim.value:.4g}", spread, claim.tolerance(), claim.threshold()]
+            rows.append([cell.replace("|", "\\|") for cell in cells])  # "|" ends a table cell
         shown = ", ".join(map(str, shifts))
         header = ["quantity", "this run", f"range, seed shifts {shown}", "tolerance", "claim needs"]
         caption = f"Seed shifts {shown} measured on {describe(run)} ({run.path.name})."

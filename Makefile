@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 LINTED := vae_tutorial tests benchmarks book mutants
 
-.PHONY: book lab test data notebooks lint bench mutants portability clean
+.PHONY: book lab test data notebooks lint bench mutants portability seed-spread seed-shift clean
 
 # Create the virtual environment once; reinstall only when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -61,6 +61,14 @@ CHAPTERS ?=
 JOBS ?= 1
 portability: $(STAMP) data
 	$(PY) tests/portability.py --paths "$(PATHS)" --jobs $(JOBS) $(if $(CHAPTERS),--chapters "$(CHAPTERS)")
+
+# How each chapter's checked numbers vary over seeds (shifts 0, 1, 2): benchmarks/results/ and each chapter's table.
+seed-spread: $(STAMP) data
+	$(PY) benchmarks/seed_spread.py $(if $(CHAPTERS),--chapters $(CHAPTERS))
+
+# Every chapter through nbval with its seeds shifted by one, no assert edited.
+seed-shift: $(STAMP) data
+	$(PY) benchmarks/seed_spread.py --nbval 1 $(if $(CHAPTERS),--chapters $(CHAPTERS))
 
 clean:
 	rm -rf _build .pytest_cache .ruff_cache

@@ -42,7 +42,7 @@ INITS = ("pytorch", "glorot_uniform")
 MEAN_CLAMP = 1e-4  # epsilon: the mean pixel is clamped to [eps, 1 - eps] before its logit
 
 
-def _sizes(name: str, hidden: object) -> tuple[int, ...]:
+def hidden_sizes(name: str, hidden: object) -> tuple[int, ...]:
     """A tuple (or list) of positive ints, possibly empty."""
     if not isinstance(hidden, (tuple, list)):
         raise ValueError(
@@ -77,7 +77,7 @@ def hidden_layers(
 ) -> nn.Sequential:
     """(B, n_in) -> (B, H_L): Linear then activation for each size in hidden (empty: identity)."""
     n_in = checks.positive_int("n_in", n_in)
-    hidden = _sizes("hidden", hidden)
+    hidden = hidden_sizes("hidden", hidden)
     checks.one_of("activation", activation, tuple(ACTIVATIONS))
     layers: list[nn.Module] = []
     for width in hidden:

@@ -29,8 +29,9 @@ Only the KL of the top layer is closed-form (for a given $z_1$, both are Gaussia
 is fixed); the $z_1$ term compares $q_\phi(z_1 \mid x)$ with a prior $p_\theta(z_1 \mid z_2)$ that
 depends on the sampled $z_2$, so it is estimated by the same one draw
 $z_1 = \mu_1 + \sigma_1 \odot \epsilon_1$, $z_2 = \mu_2(z_1) + \sigma_2(z_1) \odot \epsilon_2$.
-`elbo_terms` returns the three terms; the ELBO is unbiased, and its variance is lower than that of
-the fully sampled $\log w$.
+`elbo_terms` returns the three terms. Their sum and the fully sampled $\log w$ of $\mathcal L_1$
+below are both unbiased one-draw estimates of the ELBO: for the same draw they differ by
+$\log p(z_2) - \log q_\phi(z_2 \mid z_1) + \mathrm{KL}$, whose mean over $\epsilon_2$ is 0.
 
 ## The importance-weighted bound
 

@@ -8,6 +8,7 @@ from torch import nn
 from torch.distributions import Bernoulli, Normal, kl_divergence
 
 from vae_tutorial.hierarchical import HierarchicalVAE
+from vae_tutorial.hierarchical_scores import active_units_per_layer
 
 D1, D2 = 4, 3
 
@@ -230,9 +231,7 @@ def test_active_units_per_layer():
         model.q_z2.to_mu.weight.mul_(30)
         model.q_z1.to_logvar.weight.zero_()
         model.q_z1.to_logvar.bias.fill_(-60.0)  # sigma_1 = e^-30: z1 = mu1(x) to 1e-13
-    (n1, var1), (n2, var2) = model.active_units(
-        x, samples=3, generator=torch.Generator().manual_seed(0)
-    )
+    (n1, var1), (n2, var2) = active_units_per_layer(model, x, samples=3, seed=0)
     mu1 = gaussian(model.q_z1, x).mean
     torch.testing.assert_close(var1, mu1.var(0), **TOL)
     torch.testing.assert_close(var2, gaussian(model.q_z2, mu1).mean.var(0), atol=1e-8, rtol=0)
@@ -242,7 +241,7 @@ def test_active_units_per_layer():
         int((gaussian(model.q_z2, mu1).mean.var(0) > 0.01).sum()),
     )
     assert (n1, n2) == (D1 - 1, D2 - 1)
-    assert model.active_units(x, threshold=1e9)[0][0] == 0
+    assert active_units_per_layer(model, x, threshold=1e9)[0][0] == 0
 
 
 @pytest.mark.parametrize(
@@ -262,7 +261,7 @@ def test_active_units_per_layer():
             r"z2: expected shape \(B, 3\)",
         ),
         (lambda m: m.decode(torch.full((1, D1), math.nan, dtype=torch.float64)), "finite"),
-        (lambda m: m.active_units(binary(1)), "at least 2 images"),
+        (lambda m: active_units_per_layer(m, binary(1)), "at least 2 image"),
         (
             lambda m: HierarchicalVAE(
                 latent_dims=(4, 3, 2), hidden=((6,), (5,)), activation="tanh", init="pytorch"

@@ -46,14 +46,9 @@ $\operatorname{logaddexp}$ for large $k$. Each Gaussian log-density keeps its
 $-\frac12\log 2\pi$ per dimension, and a $q$ density at its own reparameterised draw uses
 $(z - \mu)^2/\sigma^2 = \epsilon^2$.
 
-## Active units, per layer
+## Scores
 
-Burda et al.'s $A_u = \mathrm{Cov}_x\big(\mathbb E_{q(u \mid x)}[u]\big) > 10^{-2}$ for each unit
-$u$ of each layer (implemented here: `evaluate.active_units` takes a one-layer VAE). For $z_1$,
-$\mathbb E_q[z_1 \mid x] = \mu_1(x)$. For $z_2$, $\mathbb E_q[z_2 \mid x] =
-\mathbb E_{q(z_1 \mid x)}[\mu_2(z_1)]$ has no closed form: it is the mean of $\mu_2(z_1)$ over $S$
-draws of $z_1$, which adds at most $\frac1S \mathbb E_x \mathrm{Var}_{q(z_1 \mid x)}[\mu_2(z_1)]$
-to each variance.
+`hierarchical_scores` scores it over a data set: ELBO, L_k, active units per layer.
 
 ## Samples
 
@@ -77,9 +72,10 @@ import torch
 from torch import Tensor, nn
 
 from vae_tutorial import checks
+from vae_tutorial.config import ModelConfig
 from vae_tutorial.elbo import bernoulli_log_likelihood, kl_to_standard_normal
 from vae_tutorial.layers import GaussianLayer, hidden_sizes, mlp
-from vae_tutorial.models import PIXELS, _flat_images
+from vae_tutorial.networks import PIXELS, flat_images
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -120,6 +116,9 @@ class Draws:
 
 class HierarchicalVAE(nn.Module):
     """q(z1|x) q(z2|z1), p(z2) = N(0, I), p(z1|z2) Gaussian, p(x|z1) Bernoulli (logits)."""
+
+    kind = "hvae"  # its ModelConfig.kind
+    conditional = False  # takes no labels
 
     def __init__(
         self,
@@ -172,7 +171,7 @@ class HierarchicalVAE(nn.Module):
 
     def encode(self, x: Tensor, *, check: bool = True) -> tuple[Tensor, Tensor]:
         """q(z1|x): images (B, 784) or (B, 1, 28, 28) in [0, 1] -> mu1, logvar1, each (B, D1)."""
-        return self.q_z1(_flat_images(x, self._param(), check))
+        return self.q_z1(flat_images(x, self._param(), check))
 
     def encode_z2(self, z1: Tensor, *, check: bool = True) -> tuple[Tensor, Tensor]:
         """q(z2|z1): z1 (..., D1) -> mu2, logvar2, each (..., D2)."""
@@ -210,7 +209,7 @@ class HierarchicalVAE(nn.Module):
 
     def _images(self, x: Tensor, check: bool) -> Tensor:
         """Checked flat images (B, 784), binary if check (the Bernoulli likelihood)."""
-        x = _flat_images(x, self._param(), check)
+        x = flat_images(x, self._param(), check)
         if check:
             checks.binary("x", x, "binarize the images: the pixels are Bernoulli")
         return x
@@ -343,37 +342,16 @@ class HierarchicalVAE(nn.Module):
             z1 = mu + torch.exp(0.5 * logvar) * eps
         return torch.sigmoid(self.decoder(z1))
 
-    @torch.no_grad()
-    def active_units(
-        self,
-        images: Tensor,
-        threshold: float = 0.01,
-        *,
-        samples: int = 100,
-        generator: torch.Generator | None = None,
-        batch_size: int = 500,
-    ) -> list[tuple[int, Tensor]]:
-        """Count of Var_x(E_q[u]) > threshold and variances, per layer: [(n1, (D1,)), (n2, (D2,))].
 
-        E_q[z2|x] is the mean of mu2(z1) over `samples` draws z1 ~ q(z1|x).
-        """
-        checks.tensor("active_units: images", images, "(N, 784)")
-        if images.ndim < 1 or len(images) < 2:
-            raise ValueError("active_units: expected at least 2 images (a variance across x)")
-        threshold = checks.real("threshold", threshold, low=0.0)
-        samples = checks.positive_int("samples", samples)
-        batch_size = checks.positive_int("batch_size", batch_size)
-        means1, means2 = [], []
-        for start in range(0, len(images), batch_size):
-            mu1, logvar1 = self.encode(images[start : start + batch_size])  # (b, D1) each
-            eps = torch.randn(
-                (samples, *mu1.shape), generator=generator, dtype=mu1.dtype, device=mu1.device
-            )
-            z1 = mu1 + torch.exp(0.5 * logvar1) * eps  # (S, b, D1)
-            means1.append(mu1)  # $\mathbb E_q[z_1 \mid x] = \mu_1(x)$
-            means2.append(self.q_z2(z1)[0].mean(0))  # $\frac1S \sum_s \mu_2(z_1^{(s)})$
-        out = []
-        for means in (torch.cat(means1), torch.cat(means2)):
-            variances = means.var(0)  # $A_u = \mathrm{Cov}_x(\mathbb E_q[u])$, the diagonal
-            out.append((int((variances > threshold).sum()), variances))
-        return out
+def from_config(config: ModelConfig) -> HierarchicalVAE:
+    """The model of a ModelConfig of kind "hvae" (`models.build_model`), holding its config."""
+    if not isinstance(config, ModelConfig) or config.kind != "hvae":
+        raise ValueError(f"from_config: expected a ModelConfig(kind='hvae'), got {config!r}")
+    model = HierarchicalVAE(
+        latent_dims=(config.latent_dim, config.latent_dim2),
+        hidden=(config.widths, config.hidden2),
+        activation=config.activation,
+        init=config.init,
+    )
+    model.config = config  # what checkpoints and the cache save
+    return model

@@ -93,10 +93,12 @@ def start_schedule(
     epoch. A file without one (written before schedules existed) ran at a constant rate, so its
     epoch is the epochs it holds.
     """
-    scheduler = schedule.scheduler(optimizer, config.lr_schedule)
+    scheduler = schedule.scheduler(optimizer, config.lr_schedule)  # sets lr to epoch 0's
     if saved is not None:
         state = saved.get("scheduler_state")
         scheduler.load_state_dict(state or {**scheduler.state_dict(), "last_epoch": saved["epoch"]})
+        for group, lr in zip(optimizer.param_groups, scheduler.get_last_lr(), strict=True):
+            group["lr"] = lr  # the rate of the epoch it resumes at, not epoch 0's
     return scheduler
 
 

@@ -190,9 +190,7 @@ def fit(
     )  # under DDP: this rank's shard of each global batch; the last partial batch is dropped
     seen = len(batches) * config.batch_size if world.size > 1 else n  # examples per epoch
     test_images, test_labels = load_test_set(config, root=data_root, device=device)
-    if (
-        config.output_bias_from_mean and saved is None
-    ):  # a fresh run only: a resumed one has its own
+    if config.output_bias_from_mean and saved is None:  # a fresh run: a resumed one has its own
         init_output_bias_(model.decoder[-1], images[:n].float().mean(0))  # $\bar x$, (784,)
     if saved is not None:
         # on another device type the generators differ: reseed from the run's seed and epoch

@@ -25,7 +25,9 @@ measurement (complete=false until the test scores are in). Runs:
 
     nice -n 15 python benchmarks/reference.py --run mlp-400-20 [--threads 1] [--train-hours 1]
 
-`--list` shows the runs. README ("Reference results") says how long each took.
+`--list` shows the runs. README ("Reference results") says how long each took. Burda et al.'s two
+runs (`--run burda-vae-1l`, `--run burda-iwae5-2l`) follow their own protocol, checkpointed under
+`~/.cache/vae_tutorial/reference/`: see `reference_burda.py`.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import reference_burda  # Burda et al.'s runs and protocol, beside this file
 import torch
 
 from vae_tutorial.checkpoint import load_checkpoint
@@ -352,6 +355,9 @@ def _row(estimator: str, k: int, values: torch.Tensor, epoch: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a.startswith(("burda-", "--run=burda-")) for a in argv):  # Burda et al.'s protocol
+        return reference_burda.main(argv)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", choices=sorted(RUNS), default="mlp-400-20")
     parser.add_argument("--list", action="store_true", help="list the runs and exit")
@@ -371,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=CHECKOUT, help="where the result file goes")
     args = parser.parse_args(argv)
     if args.list:
-        for name, (_, _, notes) in RUNS.items():
+        for name, (_, _, notes) in {**RUNS, **reference_burda.RUNS}.items():
             print(f"{name}: {notes}")
         return 0
     torch.set_num_threads(args.threads)

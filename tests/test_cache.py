@@ -36,6 +36,20 @@ OTHER = {
     "train_size": 512,
     "bf16": True,
     "compile": True,
+    "hidden": (64, 32),
+    "activation": "tanh",
+    "init": "glorot_uniform",
+    "adam_eps": 1e-4,
+    "lr_schedule": "burda",
+    "output_bias_from_mean": True,
+    "latent_dim2": 4,
+    "hidden2": (16,),
+}
+# fields that need others beside them to be valid (hidden replaces hidden_dim; z2 is hvae's)
+ALONGSIDE = {
+    "hidden": {"hidden_dim": ModelConfig.hidden_dim},
+    "latent_dim2": {"kind": "hvae"},
+    "hidden2": {"kind": "hvae", "latent_dim2": 4},
 }
 
 
@@ -57,7 +71,7 @@ def test_every_field_of_both_configs_changes_the_key():
     keys = {key}
     for name, value in OTHER.items():
         if name in {f.name for f in fields(ModelConfig)}:
-            keys.add(config_key(replace(SMALL, **{name: value}), TINY))
+            keys.add(config_key(replace(SMALL, **{name: value, **ALONGSIDE.get(name, {})}), TINY))
         else:  # grey x (binarize="none") needs the continuous BCE
             both = {name: value, "likelihood": "continuous_bce"} if name == "binarize" else {}
             keys.add(config_key(SMALL, replace(TINY, **{name: value, **both})))

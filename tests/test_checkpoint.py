@@ -270,4 +270,4 @@ def test_rng_states_from_another_device_type_reseed_with_a_warning():
 def test_read_checkpoint_returns_the_raw_dict(saved):
     state = checkpoint.read_checkpoint(saved)
     assert state["model_config"] == asdict(SMALL) and state["epoch"] == 1
-    assert set(checkpoint.KEYS) | {"version"} == set(state)
+    assert set(checkpoint.KEYS) | {"version", "scheduler_state"} == set(state)

@@ -203,7 +203,7 @@ def test_a_vae_config_cannot_build_a_cvae():
     with pytest.raises(ValueError, match="expected a ModelConfig with kind='cvae'"):
         CVAE(ModelConfig())
     with pytest.raises(
-        ValueError, match=r"ModelConfig.kind: expected one of \('vae', 'ae', 'cvae'\)"
+        ValueError, match=r"ModelConfig.kind: expected one of \('vae', 'ae', 'cvae', 'hvae'\)"
     ):
         ModelConfig(kind="conditional")
 

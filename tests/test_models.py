@@ -127,7 +127,10 @@ def test_pathwise_and_score_function_gradients_agree():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"kind": "gan"}, "ModelConfig.kind: expected one of ('vae', 'ae', 'cvae'), got 'gan'"),
+        (
+            {"kind": "gan"},
+            "ModelConfig.kind: expected one of ('vae', 'ae', 'cvae', 'hvae'), got 'gan'",
+        ),
         ({"arch": "rnn"}, "ModelConfig.arch: expected one of ('mlp', 'conv'), got 'rnn'"),
         ({"latent_dim": 0}, "ModelConfig.latent_dim: expected an int >= 1, got 0"),
         ({"hidden_dim": 2.5}, "ModelConfig.hidden_dim: expected an int >= 1, got 2.5 (a float)"),

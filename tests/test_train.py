@@ -292,7 +292,7 @@ def test_resume_ends_with_the_weights_of_an_uninterrupted_run(one_epoch, two_epo
 
 def test_fit_checkpoint_holds_configs_optimizer_and_rng_states(one_epoch):
     raw = torch.load(one_epoch[1], weights_only=True)
-    assert set(raw) == {*KEYS, "version"} and "model_state" in KEYS
+    assert set(raw) == {*KEYS, "version", "scheduler_state"} and "model_state" in KEYS
     assert raw["version"] == CHECKPOINT_VERSION
     assert raw["model_config"] == asdict(SMALL) and raw["train_config"] == asdict(TINY)
     assert raw["epoch"] == 1 and raw["history"] == one_epoch[0].history.to_dict()

@@ -105,8 +105,10 @@ def save_checkpoint(
     *,
     optimizer: torch.optim.Optimizer | None = None,
     rng_state: dict[str, Tensor] | None = None,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
 ) -> Path:
-    """Write configs, weights, optimizer and RNG states, history: a temp file, then os.replace."""
+    """Write configs, weights, optimizer, schedule and RNG states, history: a temp file, then
+    os.replace. A file without `scheduler_state` (none given, or an older file) reads as None."""
     path = ensure_writable(path, "checkpoint")
     state = {
         "version": CHECKPOINT_VERSION,
@@ -117,6 +119,7 @@ def save_checkpoint(
         "epoch": history.epochs_done,
         "rng_state": rng_state,
         "history": history.to_dict(),
+        "scheduler_state": None if scheduler is None else scheduler.state_dict(),
     }
     tmp = _temporary(path)
     try:

@@ -91,8 +91,23 @@ def _digit(text: str) -> int:
     return int(text)
 
 
+def _whole(text: str) -> int | str:
+    """An argparse type of an int field: the int, or the text as it came (the config refuses it)."""
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+def _widths(text: str) -> tuple[int | str, ...]:
+    """An argparse type of a tuple field: "200,200" -> (200, 200), "" -> (); the config checks."""
+    return tuple(_whole(part) for part in text.split(",") if part.strip())
+
+
 def _field_type(hint: Any) -> tuple[Any, tuple | None]:
     """The argparse type and choices of a config field's type hint (Optional unwrapped)."""
+    if typing.get_origin(hint) is tuple:  # hidden sizes, comma-separated
+        return _widths, None
     if typing.get_origin(hint) is Literal:
         return str, typing.get_args(hint)
     args = [a for a in typing.get_args(hint) if a is not type(None)]

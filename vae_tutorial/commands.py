@@ -20,9 +20,11 @@ from vae_tutorial.checkpoint import ensure_writable, load_checkpoint
 from vae_tutorial.config import check_run
 from vae_tutorial.distributed import join
 from vae_tutorial.evaluate import evaluate_elbo, nats_to_bits_per_dim
+from vae_tutorial.hierarchical import HierarchicalVAE
+from vae_tutorial.hierarchical_scores import evaluate_hierarchical_elbo, hierarchical_dataset_bound
 from vae_tutorial.iwae import dataset_bound
 from vae_tutorial.labels import CLASSES
-from vae_tutorial.models import VAE, check_model
+from vae_tutorial.models import VAE, check_model, check_weights
 from vae_tutorial.plots import show_images
 from vae_tutorial.resume import open_checkpoint
 from vae_tutorial.sampling import sample_prior
@@ -120,17 +122,21 @@ def evaluate(args: argparse.Namespace) -> int:
     device = devices.pick_device(args.device)
     saved = load_checkpoint(args.checkpoint, device)
     model, config = saved.model, saved.train_config
-    if not isinstance(model, VAE):
+    hierarchical = isinstance(model, HierarchicalVAE)  # two stochastic layers: their own scores
+    if not (isinstance(model, VAE) or hierarchical):
         raise ValueError(
             f"evaluate: expected a VAE checkpoint, got kind={model.config.kind!r}; an autoencoder "
             "has no ELBO (its samples: `sample`)"
         )
-    check_model("evaluate", model)  # the one weights check: the scores below skip theirs
+    check_weights("evaluate", model)  # the one weights check: the scores below skip theirs
     if args.out is not None:
         ensure_writable(args.out, "--out")
     images, test_labels = load_test_set(config, root=args.data_root, device=device)
     labels = test_labels if model.conditional else None  # a CVAE bounds log p(x|y)
-    scores = evaluate_elbo(model, images, labels=labels, seed=args.seed, check=False)
+    if hierarchical:
+        scores = evaluate_hierarchical_elbo(model, images, seed=args.seed)
+    else:
+        scores = evaluate_elbo(model, images, labels=labels, seed=args.seed, check=False)
     metrics = {
         "checkpoint": str(args.checkpoint),
         "bound_on": "log p(x)" if labels is None else "log p(x|y)",
@@ -145,9 +151,12 @@ def evaluate(args: argparse.Namespace) -> int:
     if args.k is not None:
         subset = images[: args.iwae_images]  # L_k costs k decoder passes per image
         subset_labels = None if labels is None else labels[: len(subset)]
-        bounds = dataset_bound(
-            model, subset, args.k, labels=subset_labels, seed=args.seed, check=False
-        )
+        if hierarchical:
+            bounds = hierarchical_dataset_bound(model, subset, args.k, seed=args.seed)
+        else:
+            bounds = dataset_bound(
+                model, subset, args.k, labels=subset_labels, seed=args.seed, check=False
+            )
         neg_bound = -bounds.mean().item()  # $-\mathcal L_k \ge -\log p(x)$
         metrics.update(
             iwae_k=args.k,
@@ -191,7 +200,10 @@ def sample(args: argparse.Namespace) -> int:
     """
     model = load_checkpoint(args.checkpoint, devices.pick_device(args.device)).model
     labels = _sample_labels(model, args.n, args.label)
-    check_model("sample", model, vae=False)  # the one weights check: sample_prior skips its
+    if isinstance(model, HierarchicalVAE):
+        check_weights("sample", model)  # the one weights check: sample_prior skips its
+    else:
+        check_model("sample", model, vae=False)  # the one weights check: sample_prior skips its
     ensure_writable(args.out, "--out")
     samples = sample_prior(model, args.n, labels=labels, seed=args.seed, check=False)
     title = f"Samples from {args.checkpoint.parent.name}"

@@ -19,9 +19,9 @@ import typing
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
-from vae_tutorial import checks
+from vae_tutorial import checks, layers, schedule
 
-Kind = Literal["vae", "ae", "cvae"]
+Kind = Literal["vae", "ae", "cvae", "hvae"]  # hvae: two stochastic layers (hierarchical)
 Arch = Literal["mlp", "conv"]
 # "bernoulli" (binary x), "continuous_bernoulli" (grey x), "continuous_bce" (not a likelihood)
 Likelihood = Literal["bernoulli", "continuous_bce", "continuous_bernoulli"]
@@ -29,6 +29,10 @@ Likelihood = Literal["bernoulli", "continuous_bce", "continuous_bernoulli"]
 Binarize = Literal["none", "dynamic"]
 TestBinarize = Literal["none", "static"]  # a fixed split: grey, or binarized once from a seed
 LIKELIHOODS = typing.get_args(Likelihood)
+# issue 21: vocabularies kept beside what they name
+Activation = Literal[tuple(layers.ACTIVATIONS)]  # "relu", "tanh"
+Init = Literal[layers.INITS]  # "pytorch", "glorot_uniform"
+Schedule = Literal[schedule.SCHEDULES]  # "constant", "burda"
 # A model is scored on the data it models: binary training images -> the static-binarized test set
 TEST_DATA = {"dynamic": "binarized", "none": "grey"}
 BOUND = 1e6  # the float32-safe upper bound of beta and kappa (see the module docstring)
@@ -46,6 +50,8 @@ def _check_field(owner: str, f: Any, hint: Any, value: Any) -> Any:
     """The checked value of one field, from its type and metadata alone."""
     name, low, high = f"{owner}.{f.name}", f.metadata.get("low"), f.metadata.get("high")
     args = typing.get_args(hint)
+    if typing.get_origin(hint) is tuple:  # sizes of hidden layers (a list from JSON: a tuple)
+        return layers.hidden_sizes(name, value)
     if typing.get_origin(hint) is Literal:
         checks.one_of(name, value, args)
         return value
@@ -91,9 +97,23 @@ class ModelConfig:
     likelihood: Likelihood = option(
         "bernoulli", "p(x|z): bernoulli (binary x), continuous_bernoulli (grey x), continuous_bce"
     )
+    # issue 21: deeper MLPs, their activation and initialisation, a second stochastic layer
+    hidden: tuple[int, ...] = option(
+        (), "mlp: widths of the hidden layers x -> z, mirrored in the decoder; () = (hidden_dim,)"
+    )
+    activation: Activation = option("relu", "mlp: the hidden layers' nonlinearity")
+    init: Init = option("pytorch", "weights: pytorch (nn.Linear's), glorot_uniform (biases 0)")
+    latent_dim2: int = option(0, "hvae: D2, the size of z2 (z1 has latent_dim)", low=0)
+    hidden2: tuple[int, ...] = option((), "hvae: widths of the layers z1 -> z2, mirrored")
 
     def __post_init__(self) -> None:
         _check_fields(self)
+        _check_layers(self)
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        """The MLP's hidden widths x -> z: `hidden`, or (hidden_dim,) when hidden is ()."""
+        return self.hidden or (self.hidden_dim,)
 
 
 @dataclass
@@ -123,9 +143,18 @@ class TrainConfig:
     train_size: int | None = option(None, "train on the first N training images; None = all", low=1)
     bf16: bool = option(False, "bfloat16 autocast, where the device supports it")
     compile: bool = option(False, "torch.compile the model, where it works")
+    # issue 21: Burda et al.'s recipe
+    adam_eps: float = option(1e-8, "Adam's epsilon (Burda et al.: 1e-4)", low=0.0, open_low=True)
+    lr_schedule: Schedule = option(
+        "constant", "constant, or burda: 8 stages of 3^i epochs at lr * 10^(-i/7) (3280 epochs)"
+    )
+    output_bias_from_mean: bool = option(
+        False, "mlp: start the decoder's output bias at logit(mean training image)"
+    )
 
     def __post_init__(self) -> None:
         _check_fields(self)
+        _check_schedule(self)
         if self.iwae_k == 1:
             return
         misfits = {"beta": 1.0, "warmup_epochs": 0, "free_bits": 0.0}
@@ -141,6 +170,44 @@ class TrainConfig:
     def test_data(self) -> str:
         """The test images the model is scored on: "binarized" (static, seeded) or "grey"."""
         return TEST_DATA[self.binarize]
+
+
+def _check_layers(config: ModelConfig) -> None:
+    """The rules of the issue-21 fields: deeper MLPs, activation, init, hvae's z2 (mlp only)."""
+    plain = {k: getattr(ModelConfig, k) for k in ("hidden", "activation", "init")}
+    used = [f"{k}={getattr(config, k)!r}" for k, off in plain.items() if getattr(config, k) != off]
+    if used and (config.arch != "mlp" or config.kind == "cvae"):
+        raise ValueError(
+            f"ModelConfig: {', '.join(used)} shape the MLP of kinds vae, ae and hvae, got "
+            f"arch={config.arch!r}, kind={config.kind!r}; use arch='mlp' or drop them"
+        )
+    if config.hidden and config.hidden_dim != ModelConfig.hidden_dim:
+        raise ValueError(
+            f"ModelConfig: got hidden={config.hidden} and hidden_dim={config.hidden_dim}; give "
+            "the widths once: hidden=(H, ...) or hidden_dim=H"
+        )
+    hvae = config.kind == "hvae"
+    if hvae != (config.latent_dim2 > 0) or (not hvae and config.hidden2):
+        raise ValueError(
+            f"ModelConfig: latent_dim2 > 0 (and hidden2) go with kind='hvae' and only with it, got "
+            f"kind={config.kind!r}, latent_dim2={config.latent_dim2}, hidden2={config.hidden2}; "
+            "e.g. ModelConfig(kind='hvae', latent_dim=100, latent_dim2=50, hidden2=(100, 100))"
+        )
+    if hvae and (config.arch != "mlp" or config.likelihood != "bernoulli"):
+        raise ValueError(
+            f"ModelConfig: kind='hvae' is an MLP with Bernoulli pixels, got arch={config.arch!r}, "
+            f"likelihood={config.likelihood!r}; use arch='mlp', likelihood='bernoulli'"
+        )
+
+
+def _check_schedule(config: TrainConfig) -> None:
+    """A schedule with a length of its own (burda) is not run past its end."""
+    passes = schedule.total_passes(config.lr_schedule)
+    if passes is not None and config.epochs > passes:
+        raise ValueError(
+            f"TrainConfig: lr_schedule={config.lr_schedule!r} lasts {passes} epochs, got "
+            f"epochs={config.epochs}; use epochs <= {passes}"
+        )
 
 
 def resolve(
@@ -187,6 +254,19 @@ def check_run(
         raise ValueError(
             f"TrainConfig.iwae_k={train.iwae_k} needs a VAE's q(z|x) to weigh samples, got "
             "ModelConfig.kind='ae' (no q, no L_k); use kind='vae', or iwae_k=1"
+        )
+    # issue 21: hvae trains on its ELBO or L_k only; the output bias is an MLP's last Linear
+    shaped = {"beta": 1.0, "warmup_epochs": 0, "free_bits": 0.0}
+    shaped = [f"{k}={getattr(train, k)!r}" for k, off in shaped.items() if getattr(train, k) != off]
+    if model.kind == "hvae" and shaped:
+        raise ValueError(
+            f"TrainConfig: {', '.join(shaped)} are not defined for kind='hvae' (two KL terms); "
+            "train it on the ELBO or L_k: beta=1.0, warmup_epochs=0, free_bits=0.0"
+        )
+    if train.output_bias_from_mean and model.arch != "mlp":
+        raise ValueError(
+            f"TrainConfig: output_bias_from_mean sets an MLP decoder's last Linear, got "
+            f"arch={model.arch!r} (a transposed convolution); use arch='mlp' or drop it"
         )
     if train.iwae_k > 1 and model.likelihood == "continuous_bce":
         raise ValueError(

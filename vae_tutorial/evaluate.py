@@ -198,5 +198,10 @@ def active_units(
     threshold = checks.real("threshold", threshold, low=0.0)
     # $\mathbb E_{q(z \mid x_n)}[z]$, (N, D)
     mu = encode_dataset(model, images, batch_size, labels=labels)
-    variances = mu.var(0)  # $A_u = \mathrm{Cov}_x(\mathbb E_q[z_u])$, the diagonal, (D,)
+    return active(mu, threshold)
+
+
+def active(means: Tensor, threshold: float) -> tuple[int, Tensor]:
+    """Count of units with Var_x(E_q[u]) > threshold, and the variances: means (N, D) -> (D,)."""
+    variances = means.var(0)  # $A_u = \mathrm{Cov}_x(\mathbb E_q[u])$, the diagonal, (D,)
     return int((variances > threshold).sum()), variances

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 
 from vae_tutorial.config import TEST_DATA, ModelConfig, TrainConfig
@@ -31,6 +32,7 @@ class History:
     test_neg_elbo: list[float] = field(default_factory=list)
     train_seconds: list[float] = field(default_factory=list)  # wall clock of each training pass
     test_seconds: list[float] = field(default_factory=list)  # wall clock of each test evaluation
+    lr: list[float] = field(default_factory=list)  # each epoch's learning rate (NaN: not recorded)
     test_likelihood: str = ModelConfig.likelihood  # the likelihood of the test values (the model's)
     # the test images they were scored on: "binarized" or "grey"
     test_data: str = TEST_DATA[TrainConfig.binarize]
@@ -52,10 +54,14 @@ class History:
 
     @classmethod
     def from_dict(cls, values: dict[str, list[float] | str]) -> History:
-        """Inverse of `to_dict`; labels missing from an older file take their defaults."""
-        return cls(
+        """Inverse of `to_dict`; labels missing from an older file take their defaults, and a
+        column it lacks (lr) is NaN for each epoch it holds."""
+        history = cls(
             **{
                 name: column if name in SCORING else [float(v) for v in column]
                 for name, column in values.items()
             }
         )
+        if not history.lr:
+            history.lr = [math.nan] * history.epochs_done
+        return history

@@ -75,7 +75,9 @@ from torch import Tensor, nn
 
 from vae_tutorial import checks
 from vae_tutorial.config import ModelConfig
+from vae_tutorial.hierarchical import from_config
 from vae_tutorial.labels import CLASSES, check_labels, label_args  # noqa: F401  (lived here)
+from vae_tutorial.layers import initialise_
 from vae_tutorial.likelihoods import likelihood_mean, log_likelihood
 from vae_tutorial.networks import (  # noqa: F401  (PIXELS, IMAGE_SHAPE lived here)
     IMAGE_SHAPE,
@@ -156,8 +158,8 @@ class VAE(_ImageModel):
         super().__init__(config)
         config = self.config
         self.encoder = encoder_body(config)
-        self.to_mu = nn.Linear(config.hidden_dim, config.latent_dim)  # $\mu_\phi(x)$
-        self.to_logvar = nn.Linear(config.hidden_dim, config.latent_dim)  # $\log\sigma^2_\phi(x)$
+        self.to_mu = nn.Linear(config.widths[-1], config.latent_dim)  # $\mu_\phi(x)$
+        self.to_logvar = nn.Linear(config.widths[-1], config.latent_dim)  # $\log\sigma^2_\phi(x)$
         self.decoder = decoder(config)
 
     def encode(self, x: Tensor, *, check: bool = True) -> tuple[Tensor, Tensor]:
@@ -183,7 +185,7 @@ class Autoencoder(_ImageModel):
         super().__init__(config)
         config = self.config
         self.encoder = nn.Sequential(
-            *encoder_body(config), nn.Linear(config.hidden_dim, config.latent_dim)
+            *encoder_body(config), nn.Linear(config.widths[-1], config.latent_dim)
         )  # $z = e_\phi(x)$
         self.decoder = decoder(config)
 
@@ -258,7 +260,10 @@ def build_model(config: ModelConfig) -> VAE | Autoencoder:
             f"build_model: expected a ModelConfig, got {checks.describe(config)}; "
             "write build_model(ModelConfig(...))"
         )
-    return next(cls for cls in MODELS if cls.kind == config.kind)(config)
+    if config.kind == "hvae":  # issue 21: two stochastic layers
+        return from_config(config)
+    model = next(cls for cls in MODELS if cls.kind == config.kind)(config)
+    return initialise_(model, config.init)  # "pytorch": as built
 
 
 class NonFiniteWeights(ValueError):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from vae_tutorial import checks
+from vae_tutorial import checks, layers
 from vae_tutorial.config import ModelConfig
 
 IMAGE_SHAPE = (1, 28, 28)
@@ -58,16 +58,16 @@ def conv_features() -> nn.Sequential:
 def encoder_body(config: ModelConfig) -> nn.Sequential:
     """x (B, 784) -> h (B, H)."""
     hidden = config.hidden_dim
-    if config.arch == "mlp":
-        return nn.Sequential(nn.Linear(PIXELS, hidden), nn.ReLU())  # (B, H)
+    if config.arch == "mlp":  # (B, H_L): config.widths, each Linear then the activation
+        return layers.hidden_layers(PIXELS, config.widths, config.activation)
     return nn.Sequential(*conv_features(), nn.Linear(64 * 7 * 7, hidden), nn.ReLU())  # (B, H)
 
 
 def decoder(config: ModelConfig, conditions: int = 0) -> nn.Sequential:
     """[z, e_y] (B, D + conditions) -> logits (B, 784); conditions = 0: z alone."""
     latent, hidden = config.latent_dim + conditions, config.hidden_dim
-    if config.arch == "mlp":
-        return nn.Sequential(nn.Linear(latent, hidden), nn.ReLU(), nn.Linear(hidden, PIXELS))
+    if config.arch == "mlp":  # the encoder's widths reversed, then the logits (B, 784)
+        return layers.mlp(latent, config.widths[::-1], PIXELS, config.activation)
     return nn.Sequential(
         nn.Linear(latent, hidden),  # (B, H)
         nn.ReLU(),

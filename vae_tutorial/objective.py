@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from vae_tutorial import checks
 from vae_tutorial.config import TrainConfig
 from vae_tutorial.elbo import elbo_terms, kl_per_dimension
+from vae_tutorial.hierarchical import HierarchicalVAE
 from vae_tutorial.iwae import log_importance_weights
 
 
@@ -137,6 +138,25 @@ def iwae_losses(model: nn.Module, x: Tensor, y: Tensor, k: int) -> Losses:
     return Losses(neg_bound.mean(), reconstruction, kl)
 
 
+def hierarchical_losses(model: HierarchicalVAE, x: Tensor, k: int) -> Losses:
+    """The two-layer model's -ELBO (k = 1) or -L_k of one batch, through the model itself.
+
+    k = 1: the record is -log p(x|z1) and the two KL terms (B, 2) (`elbo_terms`: z1's sampled,
+    z2's closed form). k > 1: the record's -log p(x|z) column holds the whole -ELBO estimate
+    -(1/k) sum_i log w_i from the same k draws, and the KL (B, 0) is empty.
+    """
+    if k == 1:
+        terms = model.elbo_terms(x, check=False)  # (B,) each
+        # $\mathcal L = -\frac1B \sum_b \mathrm{ELBO}(x_b)$
+        kl = torch.stack([terms.kl_z1, terms.kl_z2], -1).float()  # (B, 2)
+        return Losses(-terms.elbo.float().mean(), -terms.reconstruction.float(), kl)
+    log_w = model.log_weights(x, k, check=False).float()  # (k, B)
+    # $-\mathcal L_k = \log k - \mathrm{logsumexp}_i \log w_i$, (B,)
+    neg_bound = math.log(k) - torch.logsumexp(log_w, 0)
+    record = -log_w.detach().mean(0)  # $-\frac1k \sum_i \log w_i$, (B,)
+    return Losses(neg_bound.mean(), record, record.new_zeros(len(x), 0))
+
+
 def batch_losses(
     model: nn.Module,
     x: Tensor,
@@ -154,6 +174,9 @@ def batch_losses(
     (default the model); amp: an autocast context for it (default none).
     """
     amp = torch.autocast(x.device.type, enabled=False) if amp is None else amp
+    if isinstance(model, HierarchicalVAE):
+        with amp:
+            return hierarchical_losses(model, x, config.iwae_k)
     if config.iwae_k > 1:  # $\mathcal L = -\frac1B \sum_b \mathcal L_k(x_b)$
         with amp:
             return iwae_losses(model, x, y, config.iwae_k)

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from vae_tutorial import schedule
 from vae_tutorial.checkpoint import (
     CheckpointError,
     ensure_writable,
@@ -65,7 +66,7 @@ def start_run(
     model = build_model(model_config).to(device)
     # fused: the whole Adam update in one pass over each parameter (CPU and CUDA kernels)
     fused = device.type in ("cpu", "cuda")
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=fused)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, eps=config.adam_eps, fused=fused)
     scoring = {"test_likelihood": model_config.likelihood, "test_data": config.test_data}
     if saved is None:
         return model, optimizer, History(**scoring), None
@@ -81,6 +82,24 @@ def start_run(
     model.load_state_dict(weights.state_dict())
     optimizer.load_state_dict(saved["optimizer_state"])
     return model, optimizer, history, saved
+
+
+def start_schedule(
+    optimizer: torch.optim.Optimizer, config: TrainConfig, saved: dict[str, Any] | None
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """The run's learning-rate schedule (`schedule`), at the epoch the optimizer resumes from.
+
+    Built after the optimizer and before any step; a checkpoint's `scheduler_state` restores its
+    epoch. A file without one (written before schedules existed) ran at a constant rate, so its
+    epoch is the epochs it holds.
+    """
+    scheduler = schedule.scheduler(optimizer, config.lr_schedule)  # sets lr to epoch 0's
+    if saved is not None:
+        state = saved.get("scheduler_state")
+        scheduler.load_state_dict(state or {**scheduler.state_dict(), "last_epoch": saved["epoch"]})
+        for group, lr in zip(optimizer.param_groups, scheduler.get_last_lr(), strict=True):
+            group["lr"] = lr  # the rate of the epoch it resumes at, not epoch 0's
+    return scheduler
 
 
 def capture_rng(batches: torch.Generator, device: torch.device) -> dict[str, Tensor]:

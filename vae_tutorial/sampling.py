@@ -36,11 +36,13 @@ from torch import Tensor
 
 from vae_tutorial import checks
 from vae_tutorial.evaluate import encode_dataset
+from vae_tutorial.hierarchical import HierarchicalVAE
 from vae_tutorial.models import (
     PIXELS,
     VAE,
     Autoencoder,
     check_model,
+    check_weights,
     label_args,
     reparameterize,
 )
@@ -61,6 +63,13 @@ def sample_prior(
     the z draws depend on the seed only, so one seed with other labels gives the same styles.
     check=False skips the weights check (`check_weights`), for a caller that made it.
     """
+    if isinstance(model, HierarchicalVAE):  # z2 ~ N(0, I), z1 ~ p(z1|z2), E[x|z1]
+        if check:
+            check_weights("sample_prior", model)
+        generator = torch.Generator(device=next(model.parameters()).device)
+        return model.sample(
+            n, generator=generator.manual_seed(checks.int_at_least("seed", seed, 0))
+        )
     check_model("sample_prior", model, vae=False, weights=check)
     n = checks.positive_int("n", n)
     conditions = label_args("sample_prior", model, labels, n)  # (labels,) or ()

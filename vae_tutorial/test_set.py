@@ -15,6 +15,8 @@ from torch import Tensor, nn
 from vae_tutorial.config import TrainConfig
 from vae_tutorial.data import load_mnist
 from vae_tutorial.evaluate import evaluate_elbo
+from vae_tutorial.hierarchical import HierarchicalVAE
+from vae_tutorial.hierarchical_scores import evaluate_hierarchical_elbo
 from vae_tutorial.models import VAE
 
 TEST_BATCH = 1000  # images per forward pass when scoring the test set
@@ -41,6 +43,9 @@ def score_test_set(
     labels (N,): the test labels, which a CVAE is scored with (its bound is on log p(x|y)). The
     caller has checked the model's weights (a diverged run shows as non-finite scores).
     """
+    if isinstance(model, HierarchicalVAE):  # two stochastic layers: their ELBO, the same seed
+        scores = evaluate_hierarchical_elbo(model, images, batch_size=TEST_BATCH, seed=TEST_SEED)
+        return scores["reconstruction"], scores["kl"], scores["neg_elbo"]
     if isinstance(model, VAE):  # q(z|x) and the ELBO
         labels = labels if model.conditional else None  # only a CVAE takes y
         scores = evaluate_elbo(

@@ -39,8 +39,9 @@ from vae_tutorial.data import Batches, load_mnist
 from vae_tutorial.device import autocast, compiled, progress_bar
 from vae_tutorial.distributed import World, join, rank_seed
 from vae_tutorial.history import History
+from vae_tutorial.layers import init_output_bias_
 from vae_tutorial.objective import batch_losses
-from vae_tutorial.resume import capture_rng, open_checkpoint, restore_rng, start_run
+from vae_tutorial.resume import capture_rng, open_checkpoint, restore_rng, start_run, start_schedule
 
 # TrainConfig (now in config), History (history), load_test_set and the TEST_ constants (test_set)
 # are importable from here for one release; the chapters import them from here.
@@ -152,9 +153,10 @@ def fit(
     if world is None:  # under torchrun: this rank of the process group; else a world of one
         world = join(devices.pick_device(device))
     device = world.device  # on CUDA under torchrun: cuda:LOCAL_RANK
-    if config.iwae_k > 1 and world.size > 1:
+    if (config.iwae_k > 1 or model_config.kind == "hvae") and world.size > 1:
         raise ValueError(
-            f"fit: TrainConfig.iwae_k={config.iwae_k} trains in one process, got {world.size} "
+            f"fit: TrainConfig.iwae_k={config.iwae_k}, ModelConfig.kind={model_config.kind!r} "
+            f"trains in one process, got {world.size} "
             "ranks under torchrun (its loss does not pass through DistributedDataParallel); run "
             "it without torchrun, or with iwae_k=1"
         )
@@ -163,6 +165,7 @@ def fit(
     model, optimizer, history, saved = start_run(
         model_config, config, device, checkpoint_path, saved
     )
+    scheduler = start_schedule(optimizer, config, saved)  # stepped after each epoch
     if history.epochs_done == config.epochs:  # nothing left to do: no data needed
         if checkpoint_path is not None and saved is None and world.is_main:  # 0 epochs
             rng = capture_rng(torch.Generator(device).manual_seed(config.seed), device)
@@ -187,6 +190,8 @@ def fit(
     )  # under DDP: this rank's shard of each global batch; the last partial batch is dropped
     seen = len(batches) * config.batch_size if world.size > 1 else n  # examples per epoch
     test_images, test_labels = load_test_set(config, root=data_root, device=device)
+    if config.output_bias_from_mean and saved is None:  # a fresh run: a resumed one has its own
+        init_output_bias_(model.decoder[-1], images[:n].float().mean(0))  # $\bar x$, (784,)
     if saved is not None:
         # on another device type the generators differ: reseed from the run's seed and epoch
         reseed = config.seed * 100_003 + history.epochs_done
@@ -229,11 +234,19 @@ def fit(
             test_neg_elbo=test[2],
             train_seconds=train_seconds,
             test_seconds=time.perf_counter() - tick,
+            lr=optimizer.param_groups[0]["lr"],  # the rate this epoch trained at
         )
+        scheduler.step()  # the next epoch's rate
         if checkpoint_path is not None and world.is_main:  # only rank 0 writes
             rng = capture_rng(batches.generator, device)
             save_checkpoint(
-                checkpoint_path, model, history, config, optimizer=optimizer, rng_state=rng
+                checkpoint_path,
+                model,
+                history,
+                config,
+                optimizer=optimizer,
+                rng_state=rng,
+                scheduler=scheduler,
             )
         if hasattr(bar, "set_postfix"):  # a tqdm bar, not the plain range of progress=False
             bar.set_postfix(

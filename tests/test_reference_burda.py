@@ -1,0 +1,69 @@
+"""benchmarks/reference.py runs Burda et al.'s two runs: a pass on a subset, scored, exported,
+and resumed from the export on an empty cache."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "reference.py"
+
+
+def reference(tmp: Path, *argv: str) -> subprocess.CompletedProcess:
+    folders = [
+        "--root",
+        str(tmp / "cache"),
+        "--exports",
+        str(tmp / "exports"),
+        "--out",
+        str(tmp / "out"),
+    ]
+    smoke = ["--train-size", "40", "--test-size", "20", "--ks", "3", "--every", "1"]
+    command = [sys.executable, str(SCRIPT), *argv, *smoke, *folders]
+    return subprocess.run(command, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("run, layers", [("burda-vae-1l", 1), ("burda-iwae5-2l", 2)])
+def test_a_burda_run_trains_scores_exports_and_resumes_from_the_export(tmp_path, run, layers):
+    done = reference(tmp_path, "--run", run, "--max-passes", "1", "--threads", "1")
+    assert done.returncode == 0, done.stderr
+    (result,) = (tmp_path / "out").glob(f"reference-{run}-*.json")
+    rows = json.loads(result.read_text())["rows"]
+    curve = [r for r in rows if r["row"] == "curve"]
+    assert [r["epoch"] for r in curve] == [1] and curve[0]["lr"] == 1e-3
+    assert ("test_neg_L_k" in curve[0]) == (layers == 2)  # the IWAE run's curve has its -L_5
+    assert [r["k"] for r in rows if r["row"] == "test"] == [1, 3]
+    assert [r["layer"] for r in rows if r["row"] == "units"] == list(range(1, layers + 1))
+    assert not json.loads(result.read_text())["complete"]  # a subset is never a result
+
+    exported = reference(tmp_path, "--run", run, "--export-checkpoint")
+    assert exported.returncode == 0, exported.stderr
+    for cache in (tmp_path / "cache").iterdir():  # a new machine: an empty cache
+        for f in cache.iterdir():
+            f.unlink()
+    resumed = reference(tmp_path, "--run", run, "--max-passes", "2")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming from the exported" in resumed.stdout and "1 passes done" in resumed.stdout
+    curve = [r for r in json.loads(result.read_text())["rows"] if r["row"] == "curve"]
+    assert [r["epoch"] for r in curve] == [1, 2] and curve[1]["lr"] == pytest.approx(
+        1e-3 * 10 ** (-1 / 7)
+    )
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["--run", "burda-vae-1l", "--threads", "0"],
+            "--threads: expected a whole number in [1, 256]",
+        ),
+        (["--run", "burda-nonsense"], "invalid choice: 'burda-nonsense'"),
+        (["--run", "burda-vae-1l", "--max-passes", "3281"], "--max-passes"),
+    ],
+)
+def test_bad_arguments_are_refused_in_one_line(tmp_path, argv, message):
+    done = subprocess.run([sys.executable, str(SCRIPT), *argv], capture_output=True, text=True)
+    assert done.returncode == 2 and message in done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr

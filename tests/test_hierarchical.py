@@ -9,6 +9,7 @@ from torch.distributions import Bernoulli, Normal, kl_divergence
 
 from vae_tutorial.hierarchical import HierarchicalVAE
 from vae_tutorial.hierarchical_scores import active_units_per_layer
+from vae_tutorial.sampling import hierarchical_mean_image, hierarchical_samples
 
 D1, D2 = 4, 3
 
@@ -205,12 +206,12 @@ def test_decoding_and_samples():
     model = tiny()
     z2 = torch.randn(4, D2, dtype=torch.float64)
     expected = torch.sigmoid(logits_of(model, gaussian(model.p_z1, z2).mean))
-    torch.testing.assert_close(model.mean_image(z2), expected, **TOL)
+    torch.testing.assert_close(hierarchical_mean_image(model, z2), expected, **TOL)
     gen = torch.Generator().manual_seed(0)
-    drawn = model.mean_image(z2, sample_z1=True, generator=gen)
+    drawn = hierarchical_mean_image(model, z2, sample_z1=True, generator=gen)
     assert drawn.shape == (4, 784) and not torch.allclose(drawn, expected)
-    one = model.sample(6, generator=torch.Generator().manual_seed(1))
-    two = model.sample(6, generator=torch.Generator().manual_seed(1))
+    one = hierarchical_samples(model, 6, generator=torch.Generator().manual_seed(1))
+    two = hierarchical_samples(model, 6, generator=torch.Generator().manual_seed(1))
     assert one.shape == (6, 784) and torch.equal(one, two)
     assert ((one > 0) & (one < 1)).all()
     x = binary(2)
@@ -257,7 +258,7 @@ def test_active_units_per_layer():
         ),
         (lambda m: m.importance_weighted_bound(binary(2), 4, chunk=0), "chunk"),
         (
-            lambda m: m.mean_image(torch.zeros(2, D1, dtype=torch.float64)),
+            lambda m: hierarchical_mean_image(m, torch.zeros(2, D1, dtype=torch.float64)),
             r"z2: expected shape \(B, 3\)",
         ),
         (lambda m: m.decode(torch.full((1, D1), math.nan, dtype=torch.float64)), "finite"),

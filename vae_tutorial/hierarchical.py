@@ -46,16 +46,10 @@ $\operatorname{logaddexp}$ for large $k$. Each Gaussian log-density keeps its
 $-\frac12\log 2\pi$ per dimension, and a $q$ density at its own reparameterised draw uses
 $(z - \mu)^2/\sigma^2 = \epsilon^2$.
 
-## Scores
+## Scores and samples
 
-`hierarchical_scores` scores it over a data set: ELBO, L_k, active units per layer.
-
-## Samples
-
-`sample` draws $z_2 \sim p(z_2)$, then $z_1 \sim p_\theta(z_1 \mid z_2)$, and shows the Bernoulli
-means $\mathrm{sigmoid}(g_\theta(z_1))$. `mean_image(z2)` decodes $z_1 = \mu_\theta(z_2)$, the mean
-of $p_\theta(z_1 \mid z_2)$ (or a draw, with `sample_z1=True`): a picture of $z_2$, not
-$\mathbb E[x \mid z_2] = \mathbb E_{p(z_1 \mid z_2)}[\mathrm{sigmoid}(g_\theta(z_1))]$.
+`hierarchical_scores` scores it over a data set (ELBO, L_k, active units per layer);
+`sampling.hierarchical_samples` and `sampling.hierarchical_mean_image` draw from it.
 
 Inputs are checked at the boundary as in `models`: images (B, 784) or (B, 1, 28, 28), the model's
 dtype and device, values in [0, 1], binary for the Bernoulli bound; `check=False` skips the value
@@ -66,7 +60,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -74,44 +67,14 @@ from torch import Tensor, nn
 from vae_tutorial import checks
 from vae_tutorial.config import ModelConfig
 from vae_tutorial.elbo import bernoulli_log_likelihood, kl_to_standard_normal
+from vae_tutorial.hierarchical_terms import (  # noqa: F401  (re-exported)
+    LOG_2PI,
+    Draws,
+    HierarchicalELBOTerms,
+    gaussian_log_density,
+)
 from vae_tutorial.layers import GaussianLayer, hidden_sizes, mlp
 from vae_tutorial.networks import PIXELS, flat_images
-
-LOG_2PI = math.log(2 * math.pi)
-
-
-def gaussian_log_density(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
-    """log N(z; mu, diag exp(logvar)), summed over the last axis: (..., D) -> (...) nats."""
-    # $\log \mathcal N(z; \mu, \sigma^2) = -\frac12 \sum_j \big(\log 2\pi + \log\sigma_j^2
-    # + (z_j - \mu_j)^2 / \sigma_j^2\big)$
-    return -0.5 * (LOG_2PI + logvar + (z - mu).square() * torch.exp(-logvar)).sum(-1)
-
-
-@dataclass
-class HierarchicalELBOTerms:
-    """The one-sample ELBO of the two-layer model and its terms, per example, in nats (B,)."""
-
-    reconstruction: Tensor  # log p(x|z1), z1 ~ q(z1|x)
-    kl_z1: Tensor  # log q(z1|x) - log p(z1|z2), one draw: a sampled estimate, not a KL formula
-    kl_z2: Tensor  # KL(q(z2|z1) || N(0, I)), closed form given z1
-    elbo: Tensor  # reconstruction - kl_z1 - kl_z2
-
-
-@dataclass
-class Draws:
-    """One pass through q and p with k draws per image: each (k, B, ...)."""
-
-    mu1: Tensor  # q(z1|x), (B, D1)
-    logvar1: Tensor
-    eps1: Tensor  # (k, B, D1)
-    z1: Tensor  # $z_1 = \mu_1 + \sigma_1 \odot \epsilon_1$
-    mu2: Tensor  # q(z2|z1), (k, B, D2)
-    logvar2: Tensor
-    eps2: Tensor  # (k, B, D2)
-    z2: Tensor  # $z_2 = \mu_2 + \sigma_2 \odot \epsilon_2$
-    prior_mu1: Tensor  # p(z1|z2), (k, B, D1)
-    prior_logvar1: Tensor
-    logits: Tensor  # p(x|z1), (k, B, 784)
 
 
 class HierarchicalVAE(nn.Module):
@@ -310,37 +273,6 @@ class HierarchicalVAE(nn.Module):
         # $\mathrm{ELBO} = \log p_\theta(x \mid z_1) - [\log q(z_1 \mid x) - \log p(z_1 \mid z_2)]
         # - \mathrm{KL}(q(z_2 \mid z_1) \,\|\, p(z_2))$
         return HierarchicalELBOTerms(reconstruction, kl_z1, kl_z2, reconstruction - kl_z1 - kl_z2)
-
-    @torch.no_grad()
-    def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
-        """Draws z2 ~ N(0, I), z1 ~ p(z1|z2), shown as the means sigmoid(g(z1)): (n, 784)."""
-        n = checks.positive_int("n", n)
-        param = self._param()
-        z2 = torch.randn(
-            (n, self.latent_dims[1]), generator=generator, dtype=param.dtype, device=param.device
-        )
-        mu, logvar = self.p_z1(z2)  # $p_\theta(z_1 \mid z_2)$
-        eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
-        z1 = mu + torch.exp(0.5 * logvar) * eps  # $z_1 \sim p_\theta(z_1 \mid z_2)$
-        return torch.sigmoid(self.decoder(z1))  # $\mathrm{sigmoid}(g_\theta(z_1))$
-
-    @torch.no_grad()
-    def mean_image(
-        self,
-        z2: Tensor,
-        *,
-        sample_z1: bool = False,
-        generator: torch.Generator | None = None,
-        check: bool = True,
-    ) -> Tensor:
-        """sigmoid(g(z1)), z1 the mean of p(z1|z2) (a draw if sample_z1): (B, D2) -> (B, 784)."""
-        checks.flag("sample_z1", sample_z1)
-        mu, logvar = self.prior_z1(z2, check=check)  # $p_\theta(z_1 \mid z_2)$, (B, D1) each
-        z1 = mu
-        if sample_z1:
-            eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
-            z1 = mu + torch.exp(0.5 * logvar) * eps
-        return torch.sigmoid(self.decoder(z1))
 
 
 def from_config(config: ModelConfig) -> HierarchicalVAE:

@@ -67,8 +67,8 @@ def sample_prior(
         if check:
             check_weights("sample_prior", model)
         generator = torch.Generator(device=next(model.parameters()).device)
-        return model.sample(
-            n, generator=generator.manual_seed(checks.int_at_least("seed", seed, 0))
+        return hierarchical_samples(
+            model, n, generator=generator.manual_seed(checks.int_at_least("seed", seed, 0))
         )
     check_model("sample_prior", model, vae=False, weights=check)
     n = checks.positive_int("n", n)
@@ -199,3 +199,41 @@ def decode_grid(model: VAE | Autoencoder, n: int, *, eps: float = 0.05) -> Tenso
     param = next(model.parameters())
     z = latent_grid(n, eps=eps).to(device=param.device, dtype=param.dtype)  # (n*n, 2)
     return model.decode_mean(z)  # (n*n, 784)
+
+
+@torch.no_grad()
+def hierarchical_samples(
+    model: HierarchicalVAE, n: int, *, generator: torch.Generator | None = None
+) -> Tensor:
+    """Draws z2 ~ N(0, I), z1 ~ p(z1|z2), shown as the means sigmoid(g(z1)): (n, 784)."""
+    n = checks.positive_int("n", n)
+    param = next(model.parameters())
+    z2 = torch.randn(
+        (n, model.latent_dims[1]), generator=generator, dtype=param.dtype, device=param.device
+    )
+    mu, logvar = model.p_z1(z2)  # $p_\theta(z_1 \mid z_2)$
+    eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
+    z1 = mu + torch.exp(0.5 * logvar) * eps  # $z_1 \sim p_\theta(z_1 \mid z_2)$
+    return torch.sigmoid(model.decoder(z1))  # $\mathrm{sigmoid}(g_\theta(z_1))$
+
+
+@torch.no_grad()
+def hierarchical_mean_image(
+    model: HierarchicalVAE,
+    z2: Tensor,
+    *,
+    sample_z1: bool = False,
+    generator: torch.Generator | None = None,
+    check: bool = True,
+) -> Tensor:
+    """sigmoid(g(z1)), z1 the mean of p(z1|z2) (a draw if sample_z1): (B, D2) -> (B, 784).
+
+    A picture of z2, not E[x|z2] = E_{p(z1|z2)}[sigmoid(g(z1))].
+    """
+    checks.flag("sample_z1", sample_z1)
+    mu, logvar = model.prior_z1(z2, check=check)  # $p_\theta(z_1 \mid z_2)$, (B, D1) each
+    z1 = mu
+    if sample_z1:
+        eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
+        z1 = mu + torch.exp(0.5 * logvar) * eps
+    return torch.sigmoid(model.decoder(z1))

@@ -66,6 +66,7 @@ def history(epochs: int = 3) -> History:
             test_neg_elbo=201,
             train_seconds=1,
             test_seconds=0.1,
+            lr=1e-3,
         )
     return h
 

@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt
 import torch
 
 from vae_tutorial import device as devices
+from vae_tutorial import models
 from vae_tutorial.checkpoint import ensure_writable, load_checkpoint
 from vae_tutorial.config import check_run
 from vae_tutorial.distributed import join
@@ -24,7 +25,7 @@ from vae_tutorial.hierarchical import HierarchicalVAE
 from vae_tutorial.hierarchical_scores import evaluate_hierarchical_elbo, hierarchical_dataset_bound
 from vae_tutorial.iwae import dataset_bound
 from vae_tutorial.labels import CLASSES
-from vae_tutorial.models import VAE, check_model, check_weights
+from vae_tutorial.models import VAE, check_model
 from vae_tutorial.plots import show_images
 from vae_tutorial.resume import open_checkpoint
 from vae_tutorial.sampling import sample_prior
@@ -128,7 +129,7 @@ def evaluate(args: argparse.Namespace) -> int:
             f"evaluate: expected a VAE checkpoint, got kind={model.config.kind!r}; an autoencoder "
             "has no ELBO (its samples: `sample`)"
         )
-    check_weights("evaluate", model)  # the one weights check: the scores below skip theirs
+    models.check_weights("evaluate", model)  # the one weights check: the scores below skip theirs
     if args.out is not None:
         ensure_writable(args.out, "--out")
     images, test_labels = load_test_set(config, root=args.data_root, device=device)
@@ -201,7 +202,7 @@ def sample(args: argparse.Namespace) -> int:
     model = load_checkpoint(args.checkpoint, devices.pick_device(args.device)).model
     labels = _sample_labels(model, args.n, args.label)
     if isinstance(model, HierarchicalVAE):
-        check_weights("sample", model)  # the one weights check: sample_prior skips its
+        models.check_weights("sample", model)  # the one weights check: sample_prior skips its
     else:
         check_model("sample", model, vae=False)  # the one weights check: sample_prior skips its
     ensure_writable(args.out, "--out")

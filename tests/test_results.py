@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from vae_tutorial import results
-from vae_tutorial.reference_table import projection, reference_table
+from vae_tutorial.reference_table import LITERATURE, projection, reference_table
 from vae_tutorial.results import (
     FORMAT_VERSION,
     Result,
@@ -230,7 +230,11 @@ def _reference(complete=True, nats=88.123, date="2026-01-02T03:04:05Z", curve=No
         "run": "mlp-400-20",
         "seed": 0,
         "model": {"kind": "vae", "arch": "mlp", "hidden_dim": 400, "latent_dim": 20},
-        "train": {"iwae_k": 1, "warmup_epochs": 0},
+        "train": {"iwae_k": 1, "warmup_epochs": 0, "binarize": "dynamic"},
+        "protocol": {
+            "train_images": "the first 50000 training images, dynamically binarized",
+            "selection": "validation -ELBO every 10 epochs, best kept",
+        },
     }
     curve = curve or [
         {"row": "curve", "epoch": e, "validation_neg_elbo": 95.0 - e / 10, "train_neg_elbo": 94.0}
@@ -250,18 +254,66 @@ def _reference(complete=True, nats=88.123, date="2026-01-02T03:04:05Z", curve=No
     return result
 
 
+def _table_rows(table: str) -> list[dict[str, str]]:
+    """A Markdown table's rows as {column: cell} (the header row names the columns)."""
+    lines = [[cell.strip() for cell in line.strip("|").split("|")] for line in table.splitlines()]
+    return [dict(zip(lines[0], cells, strict=True)) for cells in lines[2:]]
+
+
 def test_the_reference_table_shows_complete_runs_beside_the_literature(tmp_path):
     write_result(_reference(), tmp_path)
     write_result(_reference(complete=False, nats=80.0, date="2026-01-03T03:04:05Z"), tmp_path)
     table = reference_table(tmp_path)
-    assert "88.12 ± 0.29 (-L_5000)" in table and "92.50 ± 0.31" in table
-    assert "17 of 20" in table and "-ELBO, epoch 20 of 20 (validation)" in table
+    rows = {row["model"]: row for row in _table_rows(table)}
+    run = rows["784-400-20 MLP VAE, seed 0"]
+    assert run["test -log p(x)"] == "88.12 ± 0.29" and run["test -ELBO"] == "92.50 ± 0.31"
+    assert run["active units"] == "17 of 20" and run["trained on"] == "-ELBO, epoch 20 of 20"
+    assert run["estimator"] == "-L_5000"
+    assert run["binarization"] == "dynamic (training), static (test)"
+    assert run["protocol"] == (
+        "the first 50000 training images, dynamically binarized; "
+        "selection: validation -ELBO every 10 epochs, best kept"
+    )
     assert "80.00" not in table  # a run still in progress is not in the table
-    assert "86.76" in table and "85.54" in table and "NOT a likelihood" in table
+    vae, iwae, classic = (rows[figure["model"]] for figure in LITERATURE)
+    assert vae["test -log p(x)"] == "86.76" and iwae["test -log p(x)"] == "85.54"
+    for figure in (vae, iwae):  # Burda et al. 2016, table 1: dynamically binarized, L_5000
+        assert figure["binarization"] == "dynamic" and figure["estimator"] == "-L_5000"
+        assert figure["protocol"] == "60,000 training images, 3,280 passes, no early stopping"
+    assert classic["binarization"] == "none: grey levels" and "NOT a likelihood" in classic[
+        "estimator"
+    ]
     assert "{cite}`burda2016importance`" in reference_table(tmp_path, cite=True)
     block = report.reference_block(tmp_path)
     assert "took 0.2 h of wall time" in block and "20 epochs at 6.0 s each" in block
     assert "then 10 min of test scoring" in block
+
+
+def test_a_two_layer_run_shows_its_layers_its_passes_and_its_units_per_layer(tmp_path):
+    result = _reference()
+    result.config["run"] = "burda-iwae5-2l"
+    result.config["model"] = {"kind": "hvae", "arch": "mlp", "hidden_dim": 400}
+    result.config["model"] |= {"hidden": [200, 200], "latent_dim": 100}
+    result.config["model"] |= {"hidden2": [100, 100], "latent_dim2": 50}
+    result.config["train"]["iwae_k"] = 5
+    result.config["protocol"] = {
+        "train_images": "all 60000 training images, dynamically binarized",
+        "passes": "3280 of 3280",
+        "selection": "none: the last pass is the model scored",
+    }
+    result.rows = [r for r in result.rows if r["row"] != "units"] + [
+        {"row": "units", "layer": 1, "active_units": 30, "dims": 100},
+        {"row": "units", "layer": 2, "active_units": 9, "dims": 50},
+    ]
+    write_result(result, tmp_path)
+    (run,) = [r for r in _table_rows(reference_table(tmp_path)) if "this book" in r["source"]]
+    assert run["model"] == "784-200-200-100-100-100-50 MLP 2-layer VAE (IWAE k = 5), seed 0"
+    assert run["active units"] == "z1: 30 of 100, z2: 9 of 50"
+    assert run["trained on"] == "-L_5, epoch 20 of 20"
+    assert run["protocol"] == (
+        "all 60000 training images, dynamically binarized; 3280 of 3280 passes; "
+        "selection: none: the last pass is the model scored"
+    )
 
 
 def test_a_reference_figure_edited_by_hand_fails_the_check():

@@ -16,12 +16,16 @@ import numpy as np
 from vae_tutorial.results import Result, load_results, markdown_table
 
 # Published figures: -log p(x) estimates in nats per example, except where `likelihood` is False.
+# binarization: how the pixels were made binary (static: once; dynamic: afresh each pass);
+# estimator: the quantity reported; protocol: the training data, length and model selection.
 LITERATURE = [
     {
         "model": "VAE, 1 stochastic layer (50 latents, 2 x 200 hidden units)",
         "objective": "-ELBO, 3,280 passes",
         "nats": 86.76,
-        "estimator": "-L_5000, dynamically binarized MNIST",
+        "binarization": "dynamic",
+        "estimator": "-L_5000",
+        "protocol": "60,000 training images, 3,280 passes, no early stopping",
         "likelihood": True,
         "source": "burda2016importance",
         "authors": "Burda, Grosse and Salakhutdinov 2016, table 1",
@@ -30,7 +34,9 @@ LITERATURE = [
         "model": "IWAE, 1 stochastic layer (50 latents, 2 x 200 hidden units)",
         "objective": "-L_5, 3,280 passes",
         "nats": 85.54,
-        "estimator": "-L_5000, dynamically binarized MNIST",
+        "binarization": "dynamic",
+        "estimator": "-L_5000",
+        "protocol": "60,000 training images, 3,280 passes, no early stopping",
         "likelihood": True,
         "source": "burda2016importance",
         "authors": "Burda, Grosse and Salakhutdinov 2016, table 1",
@@ -39,11 +45,25 @@ LITERATURE = [
         "model": "the classic PyTorch example (784-400-20, grey pixels)",
         "objective": "BCE + KL on grey levels, 10 epochs",
         "nats": 105.5,
+        "binarization": "none: grey levels",
         "estimator": "test BCE + KL, z sampled: NOT a likelihood, not comparable",
+        "protocol": "60,000 training images, 10 epochs, the last one's test loss",
         "likelihood": False,
         "source": "pytorchexamples",
         "authors": "pytorch/examples, vae/main.py",
     },
+]
+HEADER = [
+    "model",
+    "trained on",
+    "binarization",
+    "estimator",
+    "test -ELBO",
+    "test -log p(x)",
+    "bits/dim",
+    "active units",
+    "protocol",
+    "source",
 ]
 
 
@@ -64,7 +84,12 @@ def score_row(result: Result, estimator: str, k: int) -> dict:
 
 def _model_name(result: Result) -> str:
     model, train = result.config["model"], result.config["train"]
-    name = f"784-{model['hidden_dim']}-{model['latent_dim']} {model['arch'].upper()} VAE"
+    widths = list(model.get("hidden") or [model["hidden_dim"]])
+    sizes = [784, *widths, model["latent_dim"]]
+    if model.get("kind") == "hvae":  # x -> z1 -> z2, bottom-up
+        sizes += [*model["hidden2"], model["latent_dim2"]]
+    kind = "2-layer VAE" if model.get("kind") == "hvae" else "VAE"
+    name = f"{'-'.join(map(str, sizes))} {model['arch'].upper()} {kind}"
     extras = []
     if train.get("iwae_k", 1) > 1:
         extras.append(f"IWAE k = {train['iwae_k']}")
@@ -73,29 +98,52 @@ def _model_name(result: Result) -> str:
     return name + (f" ({', '.join(extras)})" if extras else "") + f", seed {result.config['seed']}"
 
 
+def units_cell(result: Result) -> str:
+    """Active units: "17 of 20", or per stochastic layer, "z1: 30 of 100, z2: 9 of 50"."""
+    rows = result.select(row="units")
+    if len(rows) == 1 and "layer" not in rows[0]:
+        return f"{rows[0]['active_units']} of {rows[0]['latent_dim']}"
+    if len(rows) == 1:
+        return f"{rows[0]['active_units']} of {rows[0]['dims']}"
+    return ", ".join(f"z{r['layer']}: {r['active_units']} of {r['dims']}" for r in rows)
+
+
+def protocol_cell(result: Result) -> str:
+    """The run's training images, length and model selection, from its result file."""
+    protocol = result.config["protocol"]
+    parts = [protocol["train_images"]]
+    if "passes" in protocol:
+        parts.append(f"{protocol['passes']} passes")
+    parts.append(f"selection: {protocol['selection']}")
+    return "; ".join(parts)
+
+
 def reference_table(directory: str | Path | None = None, *, cite: bool = False) -> str:
     """Markdown: the book's complete reference runs, then the literature's figures.
 
-    cite=True writes sources as {cite} roles (the book), else as author-year text (README).
+    Each row states its binarization, its estimator and its protocol; figures under different
+    binarizations are not comparable. cite=True writes sources as {cite} roles (the book), else
+    as author-year text (README).
     """
-    header = ["model", "trained on", "test -ELBO", "test -log p(x)", "bits/dim", "active units"]
-    header.append("source")
     rows = []
     for result in reference_runs(directory):
         big = max(r["k"] for r in result.select(row="test", estimator="neg_L_k"))
         bound, elbo = score_row(result, "neg_L_k", big), score_row(result, "neg_elbo", 1)
-        units = result.one(row="units")
         k = result.config["train"].get("iwae_k", 1)
         objective = f"-L_{k}" if k > 1 else "-ELBO"
         curve = result.select(row="curve")
+        binarize = result.config["train"].get("binarize", "dynamic")
         rows.append(
             [
                 _model_name(result),
-                f"{objective}, epoch {bound['epoch']} of {curve[-1]['epoch']} (validation)",
+                f"{objective}, epoch {bound['epoch']} of {curve[-1]['epoch']}",
+                f"{binarize} (training), static (test)",
+                f"-L_{big}",
                 f"{elbo['nats']:.2f} ± {elbo['se_images']:.2f}",
-                f"{bound['nats']:.2f} ± {bound['se_images']:.2f} (-L_{big})",
+                f"{bound['nats']:.2f} ± {bound['se_images']:.2f}",
                 f"{bound['bits_per_dim']:.4f}",
-                f"{units['active_units']} of {units['latent_dim']}",
+                units_cell(result),
+                protocol_cell(result),
                 f"this book: `benchmarks/results/{result.path.name}`",
             ]
         )
@@ -106,14 +154,17 @@ def reference_table(directory: str | Path | None = None, *, cite: bool = False) 
             [
                 figure["model"],
                 figure["objective"],
+                figure["binarization"],
+                figure["estimator"],
                 "",
                 nats,
                 "",
                 "",
-                f"{source}; {figure['estimator']}",
+                figure["protocol"],
+                source,
             ]
         )
-    return markdown_table(header, rows)
+    return markdown_table(HEADER, rows)
 
 
 def projection(result: Result, goal: float, skip: int = 20) -> dict:

@@ -280,9 +280,10 @@ def test_the_reference_table_shows_complete_runs_beside_the_literature(tmp_path)
     for figure in (vae, iwae):  # Burda et al. 2016, table 1: dynamically binarized, L_5000
         assert figure["binarization"] == "dynamic" and figure["estimator"] == "-L_5000"
         assert figure["protocol"] == "60,000 training images, 3,280 passes, no early stopping"
-    assert classic["binarization"] == "none: grey levels" and "NOT a likelihood" in classic[
-        "estimator"
-    ]
+    assert (
+        classic["binarization"] == "none: grey levels"
+        and "NOT a likelihood" in classic["estimator"]
+    )
     assert "{cite}`burda2016importance`" in reference_table(tmp_path, cite=True)
     block = report.reference_block(tmp_path)
     assert "took 0.2 h of wall time" in block and "20 epochs at 6.0 s each" in block

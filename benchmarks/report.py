@@ -137,6 +137,14 @@ def reference_block(directory: Path | None = None) -> str:
         )
     for run in runs:
         time = run.one(row="time")
+        if "train_seconds" not in time:  # Burda et al.'s runs: whole sessions, no selection
+            text += (
+                f"- {run.config['run']}, seed {run.config['seed']}: `python {run.command}` took "
+                f"{time['wall_seconds'] / 3600:.1f} h of wall time and "
+                f"{time['core_seconds'] / 3600:.1f} core-hours for {time['epochs']} passes, "
+                f"niced on a machine shared with other work, on {describe(run)}.\n"
+            )
+            continue
         per_epoch, nice = time["train_seconds"] / time["epochs"], run.hardware.get("nice", 0)
         text += (
             f"- {run.config['run']}, seed {run.config['seed']}: `nice -n {nice} python "

@@ -315,6 +315,12 @@ def test_a_two_layer_run_shows_its_layers_its_passes_and_its_units_per_layer(tmp
         "all 60000 training images, dynamically binarized; 3280 of 3280 passes; "
         "selection: none: the last pass is the model scored"
     )
+    result.rows = [r for r in result.rows if r["row"] != "time"]
+    result.rows.append({"row": "time", "epochs": 20, "wall_seconds": 7200.0})
+    result.rows[-1] |= {"core_seconds": 5400.0}
+    write_result(result, tmp_path)
+    block = report.reference_block(tmp_path)  # README: no validation, so no projection
+    assert "took 2.0 h of wall time and 1.5 core-hours for 20 passes" in block
 
 
 def test_a_reference_figure_edited_by_hand_fails_the_check():

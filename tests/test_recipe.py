@@ -163,3 +163,16 @@ def test_cli_reads_hidden_sizes_as_a_comma_list(tmp_path):
         and "ModelConfig.hidden[1]" in bad.stderr
         and "Traceback" not in bad.stderr
     )
+
+
+def test_zero_epochs_start_the_output_bias_and_a_run_resumed_from_them_is_one_run(tmp_path):
+    config = ModelConfig(hidden=(12,), latent_dim=4)
+    train = TrainConfig(epochs=1, train_size=40, batch_size=20, output_bias_from_mean=True)
+    path = tmp_path / "checkpoint.pt"
+    start = fit(config, replace(train, epochs=0), device="cpu", checkpoint_path=path)
+    images, _ = load_mnist("train")
+    mean = images[:40].double().mean(0).clamp(1e-4, 1 - 1e-4)
+    expected = torch.log(mean / (1 - mean))  # logit of the mean of the training images
+    torch.testing.assert_close(start.model.decoder[-1].bias.double(), expected, rtol=0, atol=1e-5)
+    resumed = fit(config, train, device="cpu", checkpoint_path=path, resume=True, progress=False)
+    assert same_weights(resumed.model, fit(config, train, device="cpu", progress=False).model)

@@ -109,6 +109,17 @@ def _diverged(
     )
 
 
+def _training_images(
+    config: TrainConfig, data_root: str | Path | None, device: torch.device
+) -> tuple[Tensor, Tensor]:
+    """The first train_size training images and labels (all 60,000 if None): (N, 784), (N,)."""
+    images, labels = load_mnist("train", root=data_root, device=device)  # (60000, 784), (60000,)
+    n = len(images) if config.train_size is None else config.train_size
+    if n > len(images):
+        raise ValueError(f"TrainConfig.train_size: expected at most {len(images)}, got {n}")
+    return images[:n], labels[:n]
+
+
 def fit(
     model_config: ModelConfig,
     train_config: TrainConfig,
@@ -166,7 +177,11 @@ def fit(
         model_config, config, device, checkpoint_path, saved
     )
     scheduler = start_schedule(optimizer, config, saved)  # stepped after each epoch
-    if history.epochs_done == config.epochs:  # nothing left to do: no data needed
+    images = None
+    if config.output_bias_from_mean and saved is None:  # a fresh run: a resumed one has its own
+        images, labels = _training_images(config, data_root, device)  # (N, 784), (N,)
+        init_output_bias_(model.decoder[-1], images.float().mean(0))  # $\bar x$, (784,)
+    if history.epochs_done == config.epochs:  # nothing left to train
         if checkpoint_path is not None and saved is None and world.is_main:  # 0 epochs
             rng = capture_rng(torch.Generator(device).manual_seed(config.seed), device)
             save_checkpoint(
@@ -174,13 +189,12 @@ def fit(
             )
         return FitResult(model.eval(), history, time.perf_counter() - start, world)
 
-    images, labels = load_mnist("train", root=data_root, device=device)  # (60000, 784), (60000,)
-    n = len(images) if config.train_size is None else config.train_size
-    if n > len(images):
-        raise ValueError(f"TrainConfig.train_size: expected at most {len(images)}, got {n}")
+    if images is None:
+        images, labels = _training_images(config, data_root, device)  # (N, 784), (N,)
+    n = len(images)
     batches = Batches(
-        images[:n],
-        labels[:n],
+        images,
+        labels,
         config.batch_size,
         seed=config.seed,
         binarize=config.binarize,
@@ -190,8 +204,6 @@ def fit(
     )  # under DDP: this rank's shard of each global batch; the last partial batch is dropped
     seen = len(batches) * config.batch_size if world.size > 1 else n  # examples per epoch
     test_images, test_labels = load_test_set(config, root=data_root, device=device)
-    if config.output_bias_from_mean and saved is None:  # a fresh run: a resumed one has its own
-        init_output_bias_(model.decoder[-1], images[:n].float().mean(0))  # $\bar x$, (784,)
     if saved is not None:
         # on another device type the generators differ: reseed from the run's seed and epoch
         reseed = config.seed * 100_003 + history.epochs_done

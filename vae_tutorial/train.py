@@ -137,12 +137,12 @@ def fit(
     The configs are checked together first (`config.check_run`). device: None picks CUDA, then MPS,
     then CPU; or world: the processes to train with, joined by the caller (`distributed.join`),
     whose device is used; not both. checkpoint_path: rewritten atomically after each
-    epoch (with 0 epochs, the initial model is written, its output bias already started from the
-    mean when output_bias_from_mean: where training starts); an existing checkpoint there is continued
-    with resume=True, replaced with overwrite=True, and otherwise refused (CheckpointError). Its
-    folder is checked for writing before any training. progress: None or True = a tqdm bar over
-    epochs (two lines where output is captured), False = silent. Seeds torch's global RNG with
-    train_config.seed. A NaN or infinite loss raises TrainingDiverged.
+    epoch (with 0 epochs, the initial model is written, its output bias already started from
+    the mean when output_bias_from_mean: where training starts); an existing checkpoint there is
+    continued with resume=True, replaced with overwrite=True, and otherwise refused
+    (CheckpointError). Its folder is checked for writing before any training. progress: None or
+    True = a tqdm bar over epochs (two lines where output is captured), False = silent. Seeds
+    torch's global RNG with train_config.seed. A NaN or infinite loss raises TrainingDiverged.
 
     Under torchrun (`distributed.join`) the N ranks train one model with DistributedDataParallel:
     batch_size is the global batch (N must divide it), each rank takes its B/N rows of it, the last

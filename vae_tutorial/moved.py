@@ -1,4 +1,4 @@
-"""Names that moved in issue 20: importable from their old module for one release, with a warning.
+"""Names that moved in this release: importable from their old module for one more, with a warning.
 
 An old module calls `keep_old_names(__name__)`. Then `from old import name` and `old.name` give
 the object from its new home and raise a `DeprecationWarning` that names the new import; the

@@ -11,7 +11,7 @@ Protocol (issue 11), the same for every run:
   has not improved for `--patience` measurements, after `--max-epochs`, or when `--train-hours`
   of training are spent. The test -ELBO that `fit` records after each epoch is reporting,
   never selection;
-- the 10,000 test images binarized once with seed 0 (`train.TEST_SEED`, as `fit` scores them);
+- the 10,000 test images binarized once with seed 0 (`test_set.TEST_SEED`, as `fit` scores them);
 - the selected model scored on the full test set: -ELBO (one z per image, closed-form KL),
   -L_k for each k of `--ks` (the largest estimates -log p(x); Burda et al. 2016 use k = 5000),
   each with its standard error across the test images, and the active units.
@@ -46,13 +46,15 @@ import reference_burda  # Burda et al.'s runs and protocol, beside this file
 import torch
 
 from vae_tutorial.checkpoint import load_checkpoint
+from vae_tutorial.config import ModelConfig, TrainConfig
 from vae_tutorial.data import load_mnist
 from vae_tutorial.download import default_root
 from vae_tutorial.elbo import elbo_terms
-from vae_tutorial.evaluate import active_units, importance_weighted_bound, nats_to_bits_per_dim
-from vae_tutorial.models import ModelConfig
+from vae_tutorial.evaluate import active_units, nats_to_bits_per_dim
+from vae_tutorial.iwae import importance_weighted_bound
 from vae_tutorial.results import CHECKOUT, Result, hardware, write_result
-from vae_tutorial.train import TEST_SEED, TrainConfig, fit
+from vae_tutorial.test_set import TEST_SEED
+from vae_tutorial.train import fit
 
 TRAIN_SIZE = 50_000  # the first 50,000 training images train; the last 10,000 validate
 VALIDATION_SEED = 1  # the validation split's one binarization

@@ -49,7 +49,8 @@ from vae_tutorial.hierarchical_scores import active_units_per_layer, hierarchica
 from vae_tutorial.iwae import importance_weighted_bound
 from vae_tutorial.results import CHECKOUT, Result, hardware, write_result
 from vae_tutorial.schedule import burda_stage, total_passes
-from vae_tutorial.train import TEST_SEED, fit
+from vae_tutorial.test_set import TEST_SEED
+from vae_tutorial.train import fit
 
 PASSES = total_passes("burda")  # 3280
 CACHE = Path.home() / ".cache" / "vae_tutorial" / "reference"

@@ -43,12 +43,13 @@ from torch.utils.data import DataLoader
 from torchvision import datasets
 from torchvision.transforms import ToTensor
 
+from vae_tutorial.config import ModelConfig, TrainConfig
 from vae_tutorial.device import pick_device
 from vae_tutorial.download import default_root, ensure_mnist
 from vae_tutorial.elbo import elbo_terms, negative_elbo
-from vae_tutorial.models import ModelConfig, build_model
+from vae_tutorial.models import build_model
 from vae_tutorial.results import CHECKOUT, Result, hardware, write_result
-from vae_tutorial.train import TrainConfig, fit
+from vae_tutorial.train import fit
 
 LR, TRAIN_IMAGES, BATCH = 1e-3, 60_000, 128
 CACHE_VARIABLE = "TORCHINDUCTOR_CACHE_DIR"  # where Inductor keeps compiled kernels between runs

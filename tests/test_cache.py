@@ -8,8 +8,7 @@ import torch
 from vae_tutorial import cache, checkpoint, train
 from vae_tutorial.cache import config_key, trained_model
 from vae_tutorial.checkpoint import CheckpointError, load_checkpoint
-from vae_tutorial.models import ModelConfig
-from vae_tutorial.train import TrainConfig
+from vae_tutorial.config import ModelConfig, TrainConfig
 
 SMALL = ModelConfig(latent_dim=8, hidden_dim=64)
 TINY = TrainConfig(epochs=1, train_size=256, batch_size=128)

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from vae_tutorial import checkpoint
+from vae_tutorial import checkpoint, resume
 from vae_tutorial.checkpoint import CHECKPOINT_VERSION, CheckpointError, ensure_writable
-from vae_tutorial.models import ModelConfig, build_model
-from vae_tutorial.train import History, TrainConfig
+from vae_tutorial.config import ModelConfig, TrainConfig
+from vae_tutorial.history import History
+from vae_tutorial.models import build_model
 
 SMALL = ModelConfig(latent_dim=8, hidden_dim=64)
 TINY = TrainConfig(epochs=1, train_size=2000, batch_size=128)
@@ -174,8 +175,9 @@ def test_a_failed_write_leaves_the_old_checkpoint_and_no_temporary_file(saved, m
 KILLED_MID_WRITE = """
 import os, signal, sys, torch
 from vae_tutorial.checkpoint import save_checkpoint
-from vae_tutorial.models import ModelConfig, build_model
-from vae_tutorial.train import History, TrainConfig
+from vae_tutorial.config import ModelConfig, TrainConfig
+from vae_tutorial.history import History
+from vae_tutorial.models import build_model
 
 def killed(obj, f):
     f.write(b"the first half of a checkpoint")
@@ -247,20 +249,20 @@ def test_an_unwritable_folder_is_refused(tmp_path, monkeypatch):
 
 def test_rng_states_round_trip_on_one_device_type():
     generator = torch.Generator().manual_seed(5)
-    state = checkpoint.capture_rng(generator, CPU)
+    state = resume.capture_rng(generator, CPU)
     expected = torch.rand(3), torch.rand(3, generator=generator)
-    checkpoint.restore_rng(state, generator, CPU, seed=99)
+    resume.restore_rng(state, generator, CPU, seed=99)
     again = torch.rand(3), torch.rand(3, generator=generator)
     assert all(torch.equal(a, b) for a, b in zip(expected, again, strict=True))
 
 
 def test_rng_states_from_another_device_type_reseed_with_a_warning():
     generator = torch.Generator().manual_seed(5)
-    state = checkpoint.capture_rng(generator, CPU)
+    state = resume.capture_rng(generator, CPU)
     state["cuda"] = torch.zeros(16, dtype=torch.uint8)  # as written on a GPU: Philox, 16 bytes
     state["batches"] = torch.zeros(16, dtype=torch.uint8)
     with pytest.warns(UserWarning, match=r"resuming on cpu a run checkpointed on cuda: .* fresh"):
-        checkpoint.restore_rng(state, generator, CPU, seed=7)
+        resume.restore_rng(state, generator, CPU, seed=7)
     assert torch.equal(
         torch.rand(3, generator=generator),
         torch.rand(3, generator=torch.Generator().manual_seed(7)),

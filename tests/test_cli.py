@@ -16,11 +16,12 @@ import torch
 from vae_tutorial import commands
 from vae_tutorial.checkpoint import load_checkpoint, save_checkpoint
 from vae_tutorial.cli import main
+from vae_tutorial.config import ModelConfig, TrainConfig
 from vae_tutorial.data import load_mnist
-from vae_tutorial.elbo import TAYLOR_BELOW
 from vae_tutorial.evaluate import evaluate_elbo
-from vae_tutorial.models import ModelConfig, build_model
-from vae_tutorial.train import History, TrainConfig
+from vae_tutorial.history import History
+from vae_tutorial.likelihoods import TAYLOR_BELOW
+from vae_tutorial.models import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--epochs", "1", "--train-size", "512", "--latent-dim", "2", "--hidden-dim", "32"]

@@ -10,16 +10,15 @@ import math
 import pytest
 import torch
 
-from vae_tutorial.config import ModelConfig, check_run
-from vae_tutorial.elbo import (
+from vae_tutorial.config import ModelConfig, TrainConfig, check_run
+from vae_tutorial.elbo import elbo_terms
+from vae_tutorial.likelihoods import (
     TAYLOR_BELOW,
     continuous_bernoulli_log_likelihood,
     continuous_bernoulli_log_norm,
     continuous_bernoulli_mean,
-    elbo_terms,
     log_likelihood,
 )
-from vae_tutorial.train import TrainConfig
 
 X = torch.linspace(0.0, 1.0, 200_001, dtype=torch.float64)  # the grid over [0, 1], step 5e-6
 

@@ -23,9 +23,9 @@ import torch.multiprocessing as mp
 
 from vae_tutorial import cli, commands, distributed, train
 from vae_tutorial.checkpoint import load_checkpoint
+from vae_tutorial.config import ModelConfig, TrainConfig
 from vae_tutorial.data import Batches
-from vae_tutorial.models import ModelConfig
-from vae_tutorial.train import TrainConfig, fit
+from vae_tutorial.train import fit
 
 SMALL = {"latent_dim": 8, "hidden_dim": 64}
 TINY = TrainConfig(epochs=2, train_size=1024, batch_size=128)

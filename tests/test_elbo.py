@@ -7,15 +7,9 @@ import pytest
 import torch
 from torch.distributions import Bernoulli, Normal, kl_divergence
 
-from vae_tutorial.elbo import (
-    bernoulli_log_likelihood,
-    continuous_bce,
-    elbo_terms,
-    kl_per_dimension,
-    kl_to_standard_normal,
-    kl_warmup,
-    negative_elbo,
-)
+from vae_tutorial.elbo import elbo_terms, kl_per_dimension, kl_to_standard_normal, negative_elbo
+from vae_tutorial.likelihoods import bernoulli_log_likelihood, continuous_bce
+from vae_tutorial.objective import kl_warmup
 
 
 def random_terms(b: int = 4, d: int = 3, seed: int = 0) -> tuple[torch.Tensor, ...]:

@@ -10,17 +10,17 @@ import pytest
 import torch
 from torch.distributions import Bernoulli, Normal, kl_divergence
 
+from vae_tutorial.config import ModelConfig
 from vae_tutorial.elbo import kl_to_standard_normal
 from vae_tutorial.evaluate import (
     active_units,
     encode_dataset,
     evaluate_elbo,
-    importance_weighted_bound,
     kl_per_latent,
-    log_importance_weights,
     nats_to_bits_per_dim,
 )
-from vae_tutorial.models import VAE, Autoencoder, ModelConfig
+from vae_tutorial.iwae import importance_weighted_bound, log_importance_weights
+from vae_tutorial.models import VAE, Autoencoder
 
 
 def log_integral(log_f: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -40,7 +40,7 @@ def tiny() -> SimpleNamespace:
     torch.manual_seed(0)
     model = VAE(ModelConfig(latent_dim=1, hidden_dim=8))
     with torch.no_grad():
-        probs = model.decode_probs(torch.tensor([[0.5]]))
+        probs = model.decode_mean(torch.tensor([[0.5]]))
     x = torch.bernoulli(probs, generator=torch.Generator().manual_seed(1))  # (1, 784)
 
     reference = copy.deepcopy(model).double()

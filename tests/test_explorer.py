@@ -9,16 +9,17 @@ import numpy as np
 import pytest
 import torch
 
+from vae_tutorial.config import ModelConfig
 from vae_tutorial.explorer import (
     MAX_BYTES,
     REFERENCE_Z,
-    LatentExplorer,
     explorer_asset,
     explorer_html,
     export_decoder,
     read_explorer_asset,
 )
-from vae_tutorial.models import VAE, Autoencoder, ModelConfig
+from vae_tutorial.explorer_widget import LatentExplorer
+from vae_tutorial.models import VAE, Autoencoder
 
 ASSET = Path(__file__).resolve().parents[1] / "book" / "_static" / "vae-explorer-weights.js"
 
@@ -65,7 +66,7 @@ def test_file_decoded_with_numpy_matches_the_torch_decoder(one_thread):
     weights = parse(explorer_asset(model, codes, labels))
     z = torch.tensor([[0.0, 0.0], [1.5, -1.0], [-3.0, 2.5], [4.0, 4.0], [-0.3, 0.7]])
     with torch.no_grad():
-        expected = model.decode_probs(z).numpy()
+        expected = model.decode_mean(z).numpy()
     got = numpy_decoder(weights, z.numpy().astype(np.float64))
     # float16 keeps 11 significant bits: relative error 2^-12 per weight; the pixel means of this
     # small random decoder move by at most a few 1e-4.
@@ -79,7 +80,7 @@ def test_reference_images_are_the_float32_model_in_grey_levels(one_thread):
     model = vae_2d()
     weights = parse(explorer_asset(model, *codes_and_labels()))
     with torch.no_grad():
-        probs = model.decode_probs(torch.tensor(REFERENCE_Z)).numpy()
+        probs = model.decode_mean(torch.tensor(REFERENCE_Z)).numpy()
     reference = weights["reference"].reshape(len(REFERENCE_Z), 784) / 255
     assert np.abs(reference - probs).max() <= 0.5 / 255 + 1e-6
     assert weights["body"]["reference_z"] == [list(z) for z in REFERENCE_Z]
@@ -169,7 +170,7 @@ def test_notebook_output_offers_the_html_explorer_and_the_sliders():
 def test_sliders_decode_the_model_at_their_z():
     explorer = LatentExplorer(vae_2d(), *codes_and_labels())
     with torch.no_grad():
-        expected = vae_2d().decode_probs(torch.tensor([[1.0, -2.0]])).numpy().reshape(28, 28)
+        expected = vae_2d().decode_mean(torch.tensor([[1.0, -2.0]])).numpy().reshape(28, 28)
     np.testing.assert_allclose(explorer.decode((1.0, -2.0)), expected, rtol=0, atol=1e-6)
 
 

@@ -8,9 +8,10 @@ import torch
 
 from vae_tutorial import checkpoint
 from vae_tutorial.cli import main
-from vae_tutorial.elbo import free_bits_kl, kl_per_dimension, kl_to_standard_normal
-from vae_tutorial.models import ModelConfig
-from vae_tutorial.train import TrainConfig, fit
+from vae_tutorial.config import ModelConfig, TrainConfig
+from vae_tutorial.elbo import kl_per_dimension, kl_to_standard_normal
+from vae_tutorial.objective import free_bits_kl
+from vae_tutorial.train import fit
 
 SMALL = ModelConfig(latent_dim=8, hidden_dim=64)
 TINY = TrainConfig(epochs=2, train_size=512, batch_size=128)

@@ -6,9 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vae_tutorial.evaluate import importance_weighted_bound
+from vae_tutorial.config import ModelConfig
 from vae_tutorial.inference_gap import gaussian_elbo, inference_gaps, optimal_gaussian
-from vae_tutorial.models import ModelConfig, build_model
+from vae_tutorial.iwae import importance_weighted_bound
+from vae_tutorial.models import build_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

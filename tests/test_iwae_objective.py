@@ -11,10 +11,10 @@ from torch.distributions import Normal
 
 from vae_tutorial import objective
 from vae_tutorial.cli import build_parser, main
-from vae_tutorial.config import check_run
-from vae_tutorial.evaluate import log_importance_weights
-from vae_tutorial.models import ModelConfig, build_model
-from vae_tutorial.train import TrainConfig, fit
+from vae_tutorial.config import ModelConfig, TrainConfig, check_run
+from vae_tutorial.iwae import log_importance_weights
+from vae_tutorial.models import build_model
+from vae_tutorial.train import fit
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from vae_tutorial.models import ModelConfig, build_model
+from vae_tutorial.config import ModelConfig
+from vae_tutorial.history import History
+from vae_tutorial.models import build_model
 from vae_tutorial.plots import (
     plot_history,
     plot_interpolation,
@@ -19,7 +21,6 @@ from vae_tutorial.plots import (
     show_images,
 )
 from vae_tutorial.sampling import decode_grid, latent_grid
-from vae_tutorial.train import History
 
 WHITE = (1.0, 1.0, 1.0, 1.0)
 

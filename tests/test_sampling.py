@@ -7,7 +7,8 @@ from statistics import NormalDist
 import pytest
 import torch
 
-from vae_tutorial.models import VAE, Autoencoder, ModelConfig
+from vae_tutorial.config import ModelConfig
+from vae_tutorial.models import VAE, Autoencoder
 from vae_tutorial.sampling import (
     decode_grid,
     interpolate,

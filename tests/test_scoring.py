@@ -12,10 +12,12 @@ from torch.distributions import ContinuousBernoulli, Normal
 
 from vae_tutorial.checkpoint import CheckpointError, load_checkpoint
 from vae_tutorial.cli import main
+from vae_tutorial.config import ModelConfig, TrainConfig
 from vae_tutorial.data import load_mnist
-from vae_tutorial.evaluate import evaluate_elbo, importance_weighted_bound
-from vae_tutorial.models import ModelConfig
-from vae_tutorial.train import TEST_SEED, TrainConfig, fit, load_test_set
+from vae_tutorial.evaluate import evaluate_elbo
+from vae_tutorial.iwae import importance_weighted_bound
+from vae_tutorial.test_set import TEST_SEED, load_test_set
+from vae_tutorial.train import fit
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -19,13 +19,14 @@ from vae_tutorial.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from vae_tutorial.config import check_run
+from vae_tutorial.config import ModelConfig, TrainConfig, check_run
 from vae_tutorial.data import Batches, load_mnist
 from vae_tutorial.elbo import elbo_terms
 from vae_tutorial.evaluate import evaluate_elbo
-from vae_tutorial.models import VAE, Autoencoder, ModelConfig, build_model
-from vae_tutorial.run import SCORING
-from vae_tutorial.train import History, TrainConfig, TrainingDiverged, fit
+from vae_tutorial.history import SCORING, History
+from vae_tutorial.models import VAE, Autoencoder, build_model
+from vae_tutorial.test_set import TEST_SEED
+from vae_tutorial.train import TrainingDiverged, fit
 
 SMALL = ModelConfig(latent_dim=8, hidden_dim=64)
 TINY = TrainConfig(epochs=1, train_size=2000, batch_size=128)
@@ -147,8 +148,8 @@ def test_history_has_one_entry_per_epoch_and_training_lowers_the_loss(two_epochs
 
 
 def test_test_losses_are_the_sampled_elbo_of_the_returned_model(two_epochs):
-    images, _ = load_mnist("test", binarize="static", seed=train.TEST_SEED)
-    scores = evaluate_elbo(two_epochs.model, images, seed=train.TEST_SEED)
+    images, _ = load_mnist("test", binarize="static", seed=TEST_SEED)
+    scores = evaluate_elbo(two_epochs.model, images, seed=TEST_SEED)
     history = two_epochs.history
     assert history.test_neg_elbo[-1] == pytest.approx(scores["neg_elbo"], rel=1e-6)
     assert history.test_kl[-1] == pytest.approx(scores["kl"], rel=1e-6)
@@ -182,7 +183,7 @@ def test_autoencoder_test_loss_is_the_bce_of_its_reconstructions():
     assert history.train_kl == history.test_kl == [0.0]
     assert history.test_neg_elbo == history.test_reconstruction
     # An independent reference: torch's BCE on the logits, summed over pixels, mean over images.
-    x, _ = load_mnist("test", binarize="static", seed=train.TEST_SEED)
+    x, _ = load_mnist("test", binarize="static", seed=TEST_SEED)
     with torch.no_grad():
         bce = binary_cross_entropy_with_logits(result.model(x), x, reduction="sum") / len(x)
     # float32 sums of 10,000 x 784 terms in two orders, each within (log2 n + 1) 2^-24 relative

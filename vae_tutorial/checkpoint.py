@@ -21,7 +21,6 @@ by default needs no new version.
 from __future__ import annotations
 
 import glob
-import importlib
 import os
 import re
 from dataclasses import asdict, replace
@@ -32,11 +31,13 @@ import torch
 from torch import Tensor, nn
 
 from vae_tutorial import device as devices
+from vae_tutorial import moved
 from vae_tutorial.config import ModelConfig, TrainConfig, with_defaults
 from vae_tutorial.history import History
 from vae_tutorial.models import build_model
 from vae_tutorial.objective import kl_warmup
 
+moved.keep_old_names(__name__)  # capture_rng, restore_rng, check_resumable: see `moved`
 CHECKPOINT_VERSION = 3  # the layout below; bump it when a field is renamed, moved or redefined
 READS = (1, 2, CHECKPOINT_VERSION)  # the versions this package reads, in the current layout
 KEYS = (  # what every checkpoint (versions 1 to 3) holds besides `version`
@@ -248,14 +249,3 @@ def load_checkpoint(path: str | Path, device: str | torch.device | None = None) 
         state["optimizer_state"],
         state["rng_state"],
     )
-
-
-# Moved to `resume` (starting and resuming a run); importable from here for one release.
-_MOVED = ("capture_rng", "check_resumable", "restore_rng")
-
-
-def __getattr__(name: str) -> object:
-    """The names that moved to `resume`, from there (see _MOVED)."""
-    if name in _MOVED:
-        return getattr(importlib.import_module("vae_tutorial.resume"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -39,23 +39,15 @@ built on these terms (a weight $\beta$, its warm-up, free bits, and $\mathcal L_
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 
 from torch import Tensor
 
-from vae_tutorial import checks
+from vae_tutorial import checks, moved
 from vae_tutorial.config import LIKELIHOODS, ModelConfig
-from vae_tutorial.likelihoods import (  # noqa: F401  (they lived here: re-exported for one release)
-    TAYLOR_BELOW,
-    bernoulli_log_likelihood,
-    continuous_bce,
-    continuous_bernoulli_log_likelihood,
-    continuous_bernoulli_log_norm,
-    continuous_bernoulli_mean,
-    likelihood_mean,
-    log_likelihood,
-)
+from vae_tutorial.likelihoods import log_likelihood
+
+moved.keep_old_names(__name__)  # the likelihoods, kl_warmup, free_bits_kl ...: see `moved`
 
 
 def kl_per_dimension(mu: Tensor, logvar: Tensor, *, check: bool = True) -> Tensor:
@@ -123,14 +115,3 @@ def negative_elbo(
     terms = elbo_terms(logits, x, mu, logvar, likelihood=likelihood, check=check)
     # $\frac1B \sum_b \big[-\log p_\theta(x_b \mid z_b) + \beta\, \mathrm{KL}_b\big]$
     return (-terms.reconstruction + beta * terms.kl).mean()
-
-
-# Moved to `objective` (the training loss built on the ELBO); importable from here one release.
-_MOVED = {"kl_warmup": "vae_tutorial.objective", "free_bits_kl": "vae_tutorial.objective"}
-
-
-def __getattr__(name: str) -> object:
-    """The names that moved out of this module, from their new home (see _MOVED)."""
-    if name in _MOVED:
-        return getattr(importlib.import_module(_MOVED[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -31,27 +31,19 @@ $p_\theta(x \mid z)$.
 
 from __future__ import annotations
 
-import importlib
 import math
 from collections.abc import Iterator
 
 import torch
 from torch import Tensor
 
-from vae_tutorial import checks
+from vae_tutorial import checks, moved
 from vae_tutorial.config import LIKELIHOODS
 from vae_tutorial.elbo import elbo_terms, kl_per_dimension
-from vae_tutorial.models import VAE, Autoencoder, check_model, label_args
+from vae_tutorial.labels import label_args
+from vae_tutorial.models import VAE, Autoencoder, check_model
 
-# Moved to `iwae` (the importance-weighted bound); importable from here for one release.
-_MOVED = ("ROWS_PER_CHUNK", "importance_weighted_bound", "log_importance_weights")
-
-
-def __getattr__(name: str) -> object:
-    """The names that moved to `iwae`, from there (see _MOVED)."""
-    if name in _MOVED:
-        return getattr(importlib.import_module("vae_tutorial.iwae"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+moved.keep_old_names(__name__)  # importance_weighted_bound ...: see `moved`
 
 
 def model_likelihood(model: object, likelihood: str | None) -> str:

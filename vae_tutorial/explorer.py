@@ -28,7 +28,6 @@ written only when they differ from what is there, so re-running a chapter leaves
 from __future__ import annotations
 
 import base64
-import importlib
 import json
 import re
 from pathlib import Path
@@ -37,8 +36,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from vae_tutorial import moved
 from vae_tutorial.likelihoods import likelihood_mean
-from vae_tutorial.models import PIXELS, VAE
+from vae_tutorial.models import VAE
+from vae_tutorial.networks import PIXELS
+
+moved.keep_old_names(__name__)  # LatentExplorer: see `moved`
 
 FORMAT = "vae-explorer/1"
 MAX_BYTES = 1_000_000  # the site's budget for the exported file
@@ -211,11 +214,3 @@ def explorer_html(static: str = "../_static/") -> str:
         f'<script src="{static}{WEIGHTS_FILE}"></script>\n'
         f'<script src="{static}{SCRIPT_FILE}"></script>\n'
     )
-
-
-# Moved to `explorer_widget` (the notebook's view); importable from here for one release.
-def __getattr__(name: str) -> object:
-    """LatentExplorer, from `explorer_widget`, where it moved."""
-    if name == "LatentExplorer":
-        return importlib.import_module("vae_tutorial.explorer_widget").LatentExplorer
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -13,7 +13,8 @@ import torch
 from torch import Tensor
 
 from vae_tutorial.explorer import LIMIT, explorer_html, two_layer_decoder
-from vae_tutorial.models import PIXELS, VAE
+from vae_tutorial.models import VAE
+from vae_tutorial.networks import PIXELS
 
 
 def _png(image: np.ndarray) -> bytes:

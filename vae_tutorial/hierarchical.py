@@ -66,7 +66,7 @@ from torch import Tensor, nn
 
 from vae_tutorial import checks
 from vae_tutorial.config import ModelConfig
-from vae_tutorial.elbo import bernoulli_log_likelihood, kl_to_standard_normal
+from vae_tutorial.elbo import kl_to_standard_normal
 from vae_tutorial.hierarchical_terms import (  # noqa: F401  (re-exported)
     LOG_2PI,
     Draws,
@@ -74,6 +74,7 @@ from vae_tutorial.hierarchical_terms import (  # noqa: F401  (re-exported)
     gaussian_log_density,
 )
 from vae_tutorial.layers import GaussianLayer, hidden_sizes, mlp
+from vae_tutorial.likelihoods import bernoulli_log_likelihood
 from vae_tutorial.networks import PIXELS, flat_images
 
 

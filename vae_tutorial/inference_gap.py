@@ -16,7 +16,7 @@ $q$ from $x$ in one pass instead of fitting it per image.
 starting from the encoder's $q_\phi$, with the step size decaying linearly to 0 (a noisy objective
 settles). `gaussian_elbo` is the ELBO of any diagonal Gaussian: the reconstruction term averaged
 over `samples` draws $z = \mu + \sigma \odot \epsilon$, the KL in closed form. `log p(x)` is
-estimated with $\mathcal L_k$ (`evaluate.importance_weighted_bound`, its `proposal` each of
+estimated with $\mathcal L_k$ (`iwae.importance_weighted_bound`, its `proposal` each of
 $q_\phi$ and $q^*$ in turn), using whichever gives the larger (both are lower bounds). Everything
 is per image, in nats, for the Bernoulli VAE of binary images.
 """
@@ -29,8 +29,9 @@ import torch
 from torch import Tensor
 
 from vae_tutorial import checks
-from vae_tutorial.elbo import bernoulli_log_likelihood, kl_to_standard_normal
-from vae_tutorial.evaluate import importance_weighted_bound
+from vae_tutorial.elbo import kl_to_standard_normal
+from vae_tutorial.iwae import importance_weighted_bound
+from vae_tutorial.likelihoods import bernoulli_log_likelihood
 from vae_tutorial.models import VAE, check_model
 
 

@@ -38,8 +38,9 @@ from torch import Tensor
 
 from vae_tutorial import checks
 from vae_tutorial.evaluate import check_images, in_batches, model_likelihood
+from vae_tutorial.labels import label_args
 from vae_tutorial.likelihoods import log_likelihood
-from vae_tutorial.models import VAE, check_model, label_args
+from vae_tutorial.models import VAE, check_model
 
 # Decoder rows per chunk of importance_weighted_bound: about 100 MB of float32 logits.
 ROWS_PER_CHUNK = 32768

@@ -73,14 +73,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vae_tutorial import checks
+from vae_tutorial import checks, moved
 from vae_tutorial.config import ModelConfig
 from vae_tutorial.hierarchical import from_config
-from vae_tutorial.labels import CLASSES, check_labels, label_args  # noqa: F401  (lived here)
+from vae_tutorial.labels import CLASSES, check_labels
 from vae_tutorial.layers import initialise_
 from vae_tutorial.likelihoods import likelihood_mean, log_likelihood
-from vae_tutorial.networks import (  # noqa: F401  (PIXELS, IMAGE_SHAPE lived here)
-    IMAGE_SHAPE,
+from vae_tutorial.networks import (
     PIXELS,
     check_dtype_device,
     conv_features,
@@ -88,6 +87,8 @@ from vae_tutorial.networks import (  # noqa: F401  (PIXELS, IMAGE_SHAPE lived he
     encoder_body,
     flat_images,
 )
+
+moved.keep_old_names(__name__)  # ModelConfig, CLASSES, PIXELS ...: see `moved`
 
 
 def reparameterize(mu: Tensor, logvar: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -137,8 +138,7 @@ class _ImageModel(nn.Module):
         """The mean image E[x|z] of the model's likelihood: z (B, D) -> (B, 784) in (0, 1)."""
         return self.mean(self.decode(z, *labels, check=check))
 
-    # the old name, from when every decoder was Bernoulli; kept one release
-    decode_probs = decode_mean
+    decode_probs = moved.renamed("decode_mean")  # its name when every decoder was Bernoulli
 
     def mean(self, logits: Tensor) -> Tensor:
         """E[x|z] from the decoder's logits (..., 784), under the model's likelihood."""

@@ -1,4 +1,5 @@
 """Moved: `TrainConfig` to `config`, `History` to `history`; importable here for one release."""
 
-from vae_tutorial.config import TEST_DATA, TrainConfig  # noqa: F401
-from vae_tutorial.history import SCORING, History  # noqa: F401
+from vae_tutorial import moved
+
+moved.keep_old_names(__name__)  # TrainConfig, History, TEST_DATA, SCORING: see `moved`

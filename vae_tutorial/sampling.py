@@ -37,15 +37,9 @@ from torch import Tensor
 from vae_tutorial import checks
 from vae_tutorial.evaluate import encode_dataset
 from vae_tutorial.hierarchical import HierarchicalVAE
-from vae_tutorial.models import (
-    PIXELS,
-    VAE,
-    Autoencoder,
-    check_model,
-    check_weights,
-    label_args,
-    reparameterize,
-)
+from vae_tutorial.labels import label_args
+from vae_tutorial.models import VAE, Autoencoder, check_model, check_weights, reparameterize
+from vae_tutorial.networks import PIXELS
 
 
 @torch.no_grad()

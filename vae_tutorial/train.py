@@ -7,7 +7,7 @@ $$\mathcal L(\theta, \phi) = \frac1B \sum_b \Big[-\log p_\theta(x_b \mid z_b)
 \qquad z_b \sim q_\phi(z \mid x_b).$$
 
 $\beta$ may warm up over the first epochs (`kl_warmup`), and with free bits $\kappa > 0$ the KL
-term becomes $\sum_j \max(\kappa, \frac1B \sum_b \mathrm{KL}_{bj})$ (`elbo.free_bits_kl`). The
+term becomes $\sum_j \max(\kappa, \frac1B \sum_b \mathrm{KL}_{bj})$ (`objective.free_bits_kl`). The
 history records that objective (`train_objective`) beside the true negative ELBO (`train_neg_elbo`).
 
 The whole training set lives on the device and `data.Batches` shuffles it there, so an epoch has no
@@ -33,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from vae_tutorial import device as devices
+from vae_tutorial import moved
 from vae_tutorial.checkpoint import save_checkpoint
 from vae_tutorial.config import ModelConfig, TrainConfig, check_run
 from vae_tutorial.data import Batches, load_mnist
@@ -42,13 +43,10 @@ from vae_tutorial.history import History
 from vae_tutorial.layers import init_output_bias_
 from vae_tutorial.objective import batch_losses
 from vae_tutorial.resume import capture_rng, open_checkpoint, restore_rng, start_run, start_schedule
+from vae_tutorial.test_set import load_test_set, score_test_set
 
-# TrainConfig (now in config), History (history), load_test_set and the TEST_ constants (test_set)
-# are importable from here for one release; the chapters import them from here.
-from vae_tutorial.test_set import TEST_BATCH, TEST_SEED, load_test_set, score_test_set  # noqa: I001
-
-__all__ = ["FitResult", "History", "TrainConfig", "TrainingDiverged", "fit", "load_test_set"]
-__all__ += ["TEST_BATCH", "TEST_SEED"]
+__all__ = ["FitResult", "TrainingDiverged", "fit"]
+moved.keep_old_names(__name__)  # TrainConfig, History, load_test_set ...: see `moved`
 
 
 class TrainingDiverged(RuntimeError):

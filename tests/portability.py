@@ -11,6 +11,7 @@ Each run's wall time and what each library ran go into benchmarks/results/portab
 import argparse
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -114,24 +115,41 @@ def run_path(
     rows = []
     for name, command in runs:
         log = LOGS / f"{path}-{name}.log"
-        tick = time.perf_counter()
-        with log.open("w") as out:
-            code = subprocess.run(command, env=env, cwd=ROOT, stdout=out, stderr=out).returncode
-        seconds = time.perf_counter() - tick
+        code, seconds = run_logged(command, env, log)
         summary = (log.read_text().strip().splitlines() or [""])[-1]
         rows.append(
             {
                 "path": path,
                 "run": name,
                 "passed": code == 0,
+                "stopped": stopped(code),
                 "seconds": round(seconds, 1),
                 "summary": summary,
                 **kernels,
             }
         )
-        verdict = "passed" if code == 0 else f"FAILED (exit {code})"
+        verdict = "passed" if code == 0 else stopped(code) or f"FAILED (exit {code})"
         print(f"{path}: {name} {verdict} in {seconds / 60:.1f} min, {summary}; log: {log}")
     return rows
+
+
+def run_logged(command: list[str], env: dict[str, str], log: Path) -> tuple[int, float]:
+    """Run `command` with its output in `log`: its exit code (-N: killed by signal N), seconds."""
+    tick = time.perf_counter()
+    with log.open("w") as out:
+        code = subprocess.run(command, env=env, cwd=ROOT, stdout=out, stderr=out).returncode
+    return code, time.perf_counter() - tick
+
+
+def stopped(code: int) -> str:
+    """How a run was stopped from outside, or "" when it ran to its end (passed or failed).
+
+    A signal gives a negative code; pytest answers SIGINT (Ctrl-C) with exit code 2, "interrupted".
+    A stopped run says nothing of the tests it did not reach, so the result is not complete.
+    """
+    if code < 0:
+        return f"killed by {signal.Signals(-code).name}"
+    return "interrupted (pytest exit 2)" if code == 2 else ""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -191,8 +209,11 @@ def main(argv: list[str] | None = None) -> int:
             lambda p: run_path(p, args.chapters, not args.no_units, threads), args.paths
         ):
             result.rows += rows
-    result.complete = True
+    halted = [f"{r['path']} {r['run']}: {r['stopped']}" for r in result.rows if r["stopped"]]
+    result.complete = not halted  # a run stopped from outside did not run all its tests
     print(f"portability: wrote {write_result(result)}")
+    if halted:
+        print("portability: incomplete, stopped from outside: " + "; ".join(halted))
     return int(not all(row["passed"] for row in result.rows))
 
 

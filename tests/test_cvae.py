@@ -278,7 +278,8 @@ def test_cli_trains_and_evaluates_a_cvae_with_the_test_labels(cli_run, capsys):
         importance_weighted_bound(model, x, 3, labels=y, generator=generator)
         for x, y in zip(images[:150].split(100), labels[:150].split(100), strict=True)
     ]
-    assert printed["neg_iwae_bound_nats"] == pytest.approx(-torch.cat(bounds).mean().item())
+    # the CLI's batches of 100 (IWAE_BATCH) and draws: the same float32 operations, to the bit
+    assert printed["neg_iwae_bound_nats"] == -torch.cat(bounds).mean().item()
 
 
 @pytest.mark.parametrize(

@@ -90,9 +90,12 @@ def tiny() -> SimpleNamespace:
 
 def test_elbo_is_log_px_minus_the_kl_to_the_posterior(tiny):
     """log p(x) - ELBO = KL(q(z|x) || p(z|x)) > 0; all by integration except the closed-form KL."""
-    closed_form_elbo = tiny.reconstruction - kl_to_standard_normal(tiny.mu, tiny.logvar).item()
-    assert closed_form_elbo == pytest.approx(tiny.elbo, abs=1e-5)
-    assert tiny.log_px - tiny.elbo == pytest.approx(tiny.kl_to_posterior, abs=1e-5)
+    kl = kl_to_standard_normal(tiny.mu.double(), tiny.logvar.double()).item()
+    # The trapezoid rule with step 0.002 on Gaussian-weighted smooth integrands (sd 1 and 0.26) is
+    # exact to float64 rounding (its error falls like exp(-2 pi^2 sd^2 / step^2)); float64 sums of
+    # 14,001 grid points, each under 1e3 nats: 14001 * 2^-52 * 1e3 < 4e-9 nats.
+    assert tiny.reconstruction - kl == pytest.approx(tiny.elbo, abs=4e-9)
+    assert tiny.log_px - tiny.elbo == pytest.approx(tiny.kl_to_posterior, abs=4e-9)
     assert tiny.kl_to_posterior > 1.0  # the gap this q leaves
 
 
@@ -109,7 +112,9 @@ def test_evaluate_elbo_matches_integration(tiny):
     images = tiny.x.expand(n, -1)
     result = evaluate_elbo(tiny.model, images, batch_size=4096, seed=0)
     kl = kl_to_standard_normal(tiny.mu, tiny.logvar).item()
-    assert result["kl"] == pytest.approx(kl, rel=1e-6)  # closed form: no sampling noise
+    # closed form, no sampling noise; float32 sums of <= 4096 equal KLs (the batch): relative
+    # error <= log2(4096) * 2^-24 = 7.2e-7 with pairwise summation
+    assert result["kl"] == pytest.approx(kl, rel=1e-6)
     se = tiny.sd_reconstruction / math.sqrt(n)
     assert abs(result["reconstruction"] + tiny.reconstruction) < 4 * se
     assert abs(result["neg_elbo"] + tiny.elbo) < 4 * se
@@ -232,7 +237,7 @@ def test_log_importance_weights_match_explicit_densities(small):
 def test_chunks_combine_like_one_logsumexp(small):
     """Chunked L_k equals logsumexp over the same weights drawn all at once, minus log k."""
     model, images = small
-    x, k, chunk = images[:3], 50, 7
+    model, x, k, chunk = copy.deepcopy(model).double(), images[:3].double(), 50, 7  # float64
     chunked = importance_weighted_bound(
         model, x, k, chunk=chunk, generator=torch.Generator().manual_seed(5)
     )
@@ -240,21 +245,26 @@ def test_chunks_combine_like_one_logsumexp(small):
     sizes = [chunk] * (k // chunk) + [k % chunk]
     log_w = torch.cat([log_importance_weights(model, x, s, generator=generator) for s in sizes])
     assert log_w.shape == (k, 3)
-    torch.testing.assert_close(chunked, torch.logsumexp(log_w, 0) - math.log(k))
+    # float64 log-sum-exps of 50 weights, |L_k| < 1e3: a few roundings of 2^-52 * 1e3 < 1e-12 each
+    expected = torch.logsumexp(log_w, 0) - math.log(k)
+    torch.testing.assert_close(chunked, expected, rtol=0, atol=1e-10)
 
 
 def test_encode_dataset_in_batches_equals_one_pass(small):
+    """Batches give one pass's codes, to float64 rounding (float32 products vary with the batch)."""
     model, images = small
+    model, images = copy.deepcopy(model).double(), images.double()
     torch.testing.assert_close(
         encode_dataset(model, images, batch_size=37), model.encode(images)[0]
     )
     torch.manual_seed(0)
-    ae = Autoencoder(ModelConfig(kind="ae", latent_dim=4, hidden_dim=16))
+    ae = Autoencoder(ModelConfig(kind="ae", latent_dim=4, hidden_dim=16)).double()
     torch.testing.assert_close(encode_dataset(ae, images, batch_size=64), ae.encode(images))
 
 
 def test_kl_per_latent_matches_torch_distributions(small):
     model, images = small
+    model, images = copy.deepcopy(model).double(), images.double()  # float64, as the reference
     mu, logvar = model.encode(images)
     expected = kl_divergence(Normal(mu, torch.exp(0.5 * logvar)), Normal(0.0, 1.0)).mean(0)
     torch.testing.assert_close(kl_per_latent(model, images, batch_size=64), expected.detach())
@@ -281,7 +291,8 @@ def test_nats_to_bits_per_dim():
     assert nats_to_bits_per_dim(784 * math.log(2)) == pytest.approx(1.0)
     assert nats_to_bits_per_dim(math.log(2), dims=1) == pytest.approx(1.0)
     torch.testing.assert_close(
-        nats_to_bits_per_dim(torch.tensor([0.0, 2 * 784 * math.log(2)])), torch.tensor([0.0, 2.0])
+        nats_to_bits_per_dim(torch.tensor([0.0, 2 * 784 * math.log(2)], dtype=torch.float64)),
+        torch.tensor([0.0, 2.0], dtype=torch.float64),
     )
 
 

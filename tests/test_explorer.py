@@ -68,11 +68,20 @@ def test_file_decoded_with_numpy_matches_the_torch_decoder(one_thread):
     with torch.no_grad():
         expected = model.decode_mean(z).numpy()
     got = numpy_decoder(weights, z.numpy().astype(np.float64))
-    # float16 keeps 11 significant bits: relative error 2^-12 per weight; the pixel means of this
-    # small random decoder move by at most a few 1e-4.
-    np.testing.assert_allclose(got, expected, atol=2e-3, rtol=0)
+    # float16 rounds each weight w by at most U |w| + S (U = 2^-11; S = 2^-25, half the spacing of
+    # its subnormals). To first order: the hidden units move by U (|W1| |z| + |b1|) + 3S at most
+    # (ReLU is 1-Lipschitz), the logits by |W2| times that plus U (|W2| |h| + |b2|) + (H + 1) S,
+    # the pixel means by a quarter of it (sigmoid' <= 1/4); 1e-6 covers float32's own rounding.
+    u, sub = 2.0**-11, 2.0**-25
+    w1, b1, w2, b2 = (t.detach().double().numpy() for t in model.decoder.state_dict().values())
+    zd = z.double().numpy()
+    h = np.maximum(zd @ w1.T + b1, 0)  # (K, H)
+    d_h = u * (np.abs(zd) @ np.abs(w1).T + np.abs(b1)) + 3 * sub
+    d_logit = d_h @ np.abs(w2).T + u * (h @ np.abs(w2).T + np.abs(b2)) + (len(b1) + 1) * sub
+    bound = 0.25 * d_logit * (1 + 4 * u) + 1e-6  # (K, 784); (1 + 4u): the second-order terms
+    assert (np.abs(got - expected) <= bound).all() and bound.max() < 0.01
     np.testing.assert_array_equal(weights["W2"], model.decoder[2].weight.detach().half().double())
-    np.testing.assert_allclose(weights["codes"], codes.numpy(), rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(weights["codes"], codes.numpy(), rtol=u, atol=sub)  # as above
     np.testing.assert_array_equal(weights["labels"], labels.numpy())
 
 

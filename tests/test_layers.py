@@ -50,10 +50,10 @@ def test_mlp_layout_layer_by_layer():
 
 def test_gaussian_layer_layout_and_shapes():
     """A tanh body, then two affine heads (mu, logvar) with nothing after them."""
-    layer = GaussianLayer(10, (8, 6), 3, "tanh")
+    layer = GaussianLayer(10, (8, 6), 3, "tanh").double()  # float64, as the reference below
     assert layout(layer.body) == [("Linear", 10, 8), ("Tanh",), ("Linear", 8, 6), ("Tanh",)]
     assert layout(layer.to_mu) == layout(layer.to_logvar) == [("Linear", 6, 3)]
-    h = torch.randn(4, 5, 10)
+    h = torch.randn(4, 5, 10, dtype=torch.float64)
     mu, logvar = layer(h)
     assert mu.shape == logvar.shape == (4, 5, 3)
     # the heads are affine in the body's output: no activation bounds them to (-1, 1)

@@ -1,5 +1,6 @@
 """Sampling: prior draws, reconstructions, interpolation geometry, the inverse-CDF latent grid."""
 
+import copy
 import math
 import re
 from statistics import NormalDist
@@ -82,7 +83,8 @@ def test_reconstruct_decodes_the_mean_or_a_seeded_draw_from_q(reads_z, images):
 
 def test_reconstruct_with_an_autoencoder(images):
     torch.manual_seed(0)
-    ae = Autoencoder(ModelConfig(kind="ae", latent_dim=3, hidden_dim=16))
+    ae = Autoencoder(ModelConfig(kind="ae", latent_dim=3, hidden_dim=16)).double()
+    images = images.double()  # float64, as the reference
     expected = torch.sigmoid(ae(images)).detach()
     torch.testing.assert_close(reconstruct(ae, images.reshape(4, 1, 28, 28)), expected)
     message = "reconstruct: sample=True expected a VAE (a q(z|x) to sample), got Autoencoder"
@@ -91,7 +93,8 @@ def test_reconstruct_with_an_autoencoder(images):
 
 
 def test_lerp_is_evenly_spaced_between_the_endpoints():
-    z0, z1 = torch.tensor([1.0, -2.0, 0.5]), torch.tensor([-3.0, 0.0, 4.5])
+    z0 = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    z1 = torch.tensor([-3.0, 0.0, 4.5], dtype=torch.float64)
     path = lerp(z0, z1, 5)
     assert path.shape == (5, 3)
     torch.testing.assert_close(path[0], z0)
@@ -117,19 +120,23 @@ def test_slerp_keeps_the_norm_and_turns_at_constant_speed():
 
 def test_lerp_shrinks_the_norm_where_slerp_does_not():
     """Orthogonal vectors, norm r: the lerp midpoint has norm r / sqrt(2), the slerp midpoint r."""
-    z0, z1 = torch.tensor([3.0, 0.0]), torch.tensor([0.0, 3.0])
-    assert lerp(z0, z1, 3)[1].norm().item() == pytest.approx(3 / math.sqrt(2))
-    assert slerp(z0, z1, 3)[1].norm().item() == pytest.approx(3.0)
-    torch.testing.assert_close(slerp(z0, z1, 3)[1], torch.tensor([1.0, 1.0]) * 3 / math.sqrt(2))
+    z0, z1 = torch.tensor([[3.0, 0.0], [0.0, 3.0]], dtype=torch.float64)
+    # float64: a few roundings of 2^-53 relative each
+    assert lerp(z0, z1, 3)[1].norm().item() == pytest.approx(3 / math.sqrt(2), rel=1e-14)
+    assert slerp(z0, z1, 3)[1].norm().item() == pytest.approx(3.0, rel=1e-14)
+    expected = torch.tensor([1.0, 1.0], dtype=torch.float64) * 3 / math.sqrt(2)
+    torch.testing.assert_close(slerp(z0, z1, 3)[1], expected)
 
 
 def test_slerp_of_parallel_vectors_is_lerp():
-    z0 = torch.tensor([1.0, 2.0])
+    z0 = torch.tensor([1.0, 2.0], dtype=torch.float64)
     torch.testing.assert_close(slerp(z0, 3 * z0, 4), lerp(z0, 3 * z0, 4))
 
 
 @pytest.mark.parametrize("method", ["lerp", "slerp"])
 def test_interpolate_starts_and_ends_at_the_reconstructions(vae, images, method):
+    vae, images = copy.deepcopy(vae).double(), images.double()  # float64: the batch size's
+    # float32 kernels may round otherwise
     probs = interpolate(vae, images[0], images[1].reshape(1, 1, 28, 28)[0], steps=6, method=method)
     assert probs.shape == (6, 784)
     torch.testing.assert_close(probs[[0, -1]], reconstruct(vae, images[:2]))
@@ -140,10 +147,13 @@ def test_latent_grid_uses_the_gaussian_inverse_cdf():
     grid = latent_grid(3, eps=0.025)
     q = torch.tensor([-1.959963984540054, 0.0, 1.959963984540054])
     assert grid.shape == (9, 2)
-    torch.testing.assert_close(grid[:3, 0], q)  # z_1 rises left to right within a row
-    torch.testing.assert_close(grid[::3, 1], q.flip(0))  # z_2 falls from the top row down
+    # latent_grid is float32: u rounds by 2^-24 relative, moving z by u 2^-24 / phi(z) < 2e-8 here,
+    # and float32 ndtri is good to a few ulp of |z| < 2 (ulp 2.4e-7): within 1e-6
+    tol = {"rtol": 0, "atol": 1e-6}
+    torch.testing.assert_close(grid[:3, 0], q, **tol)  # z_1 rises left to right within a row
+    torch.testing.assert_close(grid[::3, 1], q.flip(0), **tol)  # z_2 falls from the top row down
     reference = [NormalDist().inv_cdf(u) for u in torch.linspace(0.05, 0.95, 7).tolist()]
-    torch.testing.assert_close(latent_grid(7)[:7, 0], torch.tensor(reference))
+    torch.testing.assert_close(latent_grid(7)[:7, 0], torch.tensor(reference), **tol)
 
 
 def test_decode_grid_decodes_the_grid_row_by_row(reads_z):

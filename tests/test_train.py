@@ -209,7 +209,11 @@ def forward_dtypes_and_inputs(config: TrainConfig, model_config: ModelConfig = S
 def test_bf16_autocast_is_active_in_the_training_forward_pass():
     bf16, dtypes, _ = forward_dtypes_and_inputs(replace(TINY, bf16=True, train_size=256))
     assert torch.bfloat16 in dtypes  # the Linear layers really ran in bfloat16
-    assert math.isfinite(bf16.history.test_neg_elbo[0]) and bf16.history.test_neg_elbo[0] < 544
+    # bf16's own tolerance: bf16 products round differently by CPU (AMX or not), so no bf16 digit
+    # is compared with float32's; the check is that bf16 training learnt: a -ELBO below 544 nats,
+    # just above 784 ln 2 = 543.4, what a coin flip per pixel scores
+    neg_elbo = bf16.history.test_neg_elbo[0]
+    assert math.isfinite(neg_elbo) and neg_elbo < 544
     _, dtypes, _ = forward_dtypes_and_inputs(replace(TINY, train_size=256))
     assert dtypes == {torch.float32}
 

@@ -1,5 +1,5 @@
 """`iwae.dataset_bound`, the one entry point for a score: one seeded stream of z_i through its
-batches in order, the likelihood it is told to score with, and bounds that hold no autograd graph."""
+batches in order, the likelihood it is told to score with, and bounds that hold no graph."""
 
 import pytest
 import torch

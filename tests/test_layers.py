@@ -60,6 +60,9 @@ def test_gaussian_layer_layout_and_shapes():
     features = torch.tanh(layer.body[2](torch.tanh(layer.body[0](h))))
     expected = features @ layer.to_mu.weight.T + layer.to_mu.bias
     torch.testing.assert_close(mu, expected)
+    # and logvar comes from its own head, not mu's
+    expected = features @ layer.to_logvar.weight.T + layer.to_logvar.bias
+    torch.testing.assert_close(logvar, expected)
 
 
 @pytest.mark.parametrize("fan_in, fan_out", [(784, 200), (200, 50), (50, 784)])

@@ -103,6 +103,17 @@ def test_glorot_reaches_every_linear_and_pytorch_leaves_them():
         assert m.bias.abs().max() > 0.5 * bound  # not zeroed
 
 
+def test_output_bias_takes_the_clamp_it_is_given():
+    """A mean pixel of 0 or 1 is clamped to [eps, 1 - eps] with the eps passed, not the default."""
+    layer = nn.Linear(4, 784)
+    mean = torch.zeros(784)
+    mean[0] = 1.0
+    init_output_bias_(layer, mean, clamp=0.01)
+    logit = math.log(0.01 / 0.99)  # logit(0.01) = -4.595, where the default eps gives -9.21
+    assert layer.bias[1:].tolist() == pytest.approx([logit] * 783, abs=1e-5)
+    assert layer.bias[0].item() == pytest.approx(-logit, abs=1e-5)
+
+
 def test_output_bias_is_the_logit_of_the_clamped_mean():
     """b_i = log(m_i / (1 - m_i)), m clamped to [1e-4, 1 - 1e-4], computed in numpy float64."""
     gen = torch.Generator().manual_seed(0)

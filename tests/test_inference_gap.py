@@ -145,6 +145,23 @@ def test_the_gaps_add_up_and_match_the_integrals(model_and_x):
     assert gaps["inference_gap"].min() > 0.5  # an untrained encoder: a real gap to split
 
 
+def test_results_hold_no_graph_leave_the_model_trainable_and_repeat_with_their_seed(model_and_x):
+    model, x = model_and_x
+    assert all(p.requires_grad for p in model.parameters())
+    mu, logvar = optimal_gaussian(model, x, steps=5, samples=2)
+    assert not mu.requires_grad and not logvar.requires_grad  # q* is handed back, not trained
+    assert all(p.requires_grad for p in model.parameters())  # the decoder was frozen only inside
+
+    def gaps(seed):
+        return inference_gaps(model, x, k=50, elbo_samples=50, steps=5, samples=2, seed=seed)
+
+    first, again, other = gaps(7), gaps(7), gaps(8)
+    for name, value in first.items():
+        assert not value.requires_grad, name
+        assert torch.equal(value, again[name]), f"{name} differs between two runs of one seed"
+    assert not torch.equal(first["log_px"], other["log_px"])
+
+
 @pytest.mark.parametrize(
     "mu, logvar, message",
     [

@@ -60,6 +60,9 @@ def test_gaussian_layer_layout_and_shapes():
     features = torch.tanh(layer.body[2](torch.tanh(layer.body[0](h))))
     expected = features @ layer.to_mu.weight.T + layer.to_mu.bias
     torch.testing.assert_close(mu, expected)
+    # and logvar comes from its own head, not mu's
+    expected = features @ layer.to_logvar.weight.T + layer.to_logvar.bias
+    torch.testing.assert_close(logvar, expected)
 
 
 @pytest.mark.parametrize("fan_in, fan_out", [(784, 200), (200, 50), (50, 784)])
@@ -98,6 +101,17 @@ def test_glorot_reaches_every_linear_and_pytorch_leaves_them():
         bound = 1 / math.sqrt(m.in_features)
         assert m.weight.abs().max() <= bound and m.bias.abs().max() <= bound
         assert m.bias.abs().max() > 0.5 * bound  # not zeroed
+
+
+def test_output_bias_takes_the_clamp_it_is_given():
+    """A mean pixel of 0 or 1 is clamped to [eps, 1 - eps] with the eps passed, not the default."""
+    layer = nn.Linear(4, 784)
+    mean = torch.zeros(784)
+    mean[0] = 1.0
+    init_output_bias_(layer, mean, clamp=0.01)
+    logit = math.log(0.01 / 0.99)  # logit(0.01) = -4.595, where the default eps gives -9.21
+    assert layer.bias[1:].tolist() == pytest.approx([logit] * 783, abs=1e-5)
+    assert layer.bias[0].item() == pytest.approx(-logit, abs=1e-5)
 
 
 def test_output_bias_is_the_logit_of_the_clamped_mean():

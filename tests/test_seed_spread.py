@@ -41,6 +41,16 @@ def test_check_is_the_tolerance_and_records_the_value():
     assert claims.values() == {"rate": 1.2, "gap": 49.0, "ratio": 3.5, "kl": 0.05}
 
 
+def test_the_tolerance_excludes_its_bounds_and_a_threshold_at_a_bound_keeps_its_side():
+    claims = Claims("07_collapse")
+    assert not claims.check("at lo", 0.5, 0.5, 2) and not claims.check("at hi", 2.0, 0.5, 2)
+    assert claims.check("just inside", 0.5000001, 0.5, 2)
+    claims.check("above", 60.0, 55, needs=55)  # needs == lo: the value must stay above 55
+    claims.check("below", 0.05, hi=0.1, needs=0.1)  # needs == hi: it must stay below 0.1
+    assert claims.claims["above"].threshold() == "> 55"
+    assert claims.claims["below"].threshold() == "< 0.1"
+
+
 @pytest.mark.parametrize(
     "args, kwargs, message",
     [

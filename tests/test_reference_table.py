@@ -1,0 +1,75 @@
+"""The reference table's choices among result files (the newest run, the tightest bound, the run's
+name) and the projection's residual on a noisy curve, where a wrong formula no longer gives 0."""
+
+import pytest
+
+from vae_tutorial.reference_table import projection, reference_table
+from vae_tutorial.results import Result, write_result
+
+
+def _run(date="2026-01-02T03:04:05Z", iwae_k=1, scores=((5000, 88.0),), curve=None) -> Result:
+    """A complete `reference` result: its curve, test -ELBO, test -L_k for each (k, nats)."""
+    curve = curve or [
+        {"row": "curve", "epoch": e, "validation_neg_elbo": 95.0 - e / 10, "seconds": 60.0}
+        for e in (10, 20)
+    ]
+    epoch = curve[-1]["epoch"]
+    rows = [
+        *curve,
+        {"row": "test", "epoch": epoch, "estimator": "neg_elbo", "k": 1, "nats": 92.5}
+        | {"se_images": 0.31, "bits_per_dim": 0.17},
+        *(
+            {"row": "test", "epoch": epoch, "estimator": "neg_L_k", "k": k, "nats": nats}
+            | {"se_images": 0.29, "bits_per_dim": nats / 784 / 0.6931}
+            for k, nats in scores
+        ),
+        {"row": "units", "epoch": epoch, "active_units": 17, "latent_dim": 20},
+    ]
+    hardware = {"device": "cpu", "cpu_model": "Test CPU", "cpu_cores": 2, "gpu": None}
+    return Result(
+        kind="reference",
+        command="benchmarks/reference.py",
+        config={
+            "run": f"mlp-iwae{iwae_k}",
+            "seed": 0,
+            "model": {"kind": "vae", "arch": "mlp", "hidden_dim": 400, "latent_dim": 20},
+            "train": {"iwae_k": iwae_k, "warmup_epochs": 0},
+        },
+        hardware=hardware | {"torch_threads": 2, "load_average_1min": 0.5},
+        date_utc=date,
+        complete=True,
+        rows=rows,
+    )
+
+
+def test_a_rerun_of_the_same_run_and_seed_replaces_the_older_one(tmp_path):
+    write_result(_run(date="2026-01-02T00:00:00Z", scores=((5000, 88.0),)), tmp_path)
+    write_result(_run(date="2026-02-02T00:00:00Z", scores=((5000, 87.0),)), tmp_path)
+    table = reference_table(tmp_path)
+    assert "87.00 ± 0.29 (-L_5000)" in table and "88.00" not in table
+
+
+def test_the_table_shows_the_tightest_bound_of_the_run(tmp_path):
+    write_result(_run(scores=((100, 89.0), (5000, 88.0), (10, 90.0))), tmp_path)
+    table = reference_table(tmp_path)
+    assert "88.00 ± 0.29 (-L_5000)" in table
+    assert "89.00" not in table and "90.00" not in table
+
+
+def test_an_iwae_run_is_named_by_its_k_and_objective(tmp_path):
+    write_result(_run(iwae_k=5), tmp_path)
+    table = reference_table(tmp_path)
+    assert "(IWAE k = 5)" in table and "-L_5, epoch 20 of 20" in table
+
+
+def test_the_projection_residual_is_the_rms_of_the_noise():
+    # s(t) = 90 + 40 t^(-1/2) + 0.1 (-1)^i: the fit (3 parameters, 39 points after epoch 20)
+    # cannot follow alternating noise: residual about 0.1 nats, sqrt((39 - 3) / 39) 0.1 = 0.096
+    curve = [
+        {"row": "curve", "epoch": e, "seconds": 60.0}
+        | {"validation_neg_elbo": 90.0 + 40.0 * e**-0.5 + 0.1 * (-1) ** i}
+        for i, e in enumerate(range(20, 420, 10))
+    ]
+    fit = projection(_run(curve=curve), goal=86.0)
+    assert 0.09 < fit["rms"] < 0.1
+    assert fit["c"] == pytest.approx(0.5, abs=0.05)

@@ -161,7 +161,9 @@ def test_evaluate_rejects_a_checkpoint_that_is_not_a_vae(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["evaluate", str(path)])
     assert exit_.value.code == 2
-    assert "evaluate: expected a VAE checkpoint, got kind='ae'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "evaluate: expected a VAE (kind 'vae') or a conditional VAE (kind 'cvae') or a " in err
+    assert "got an autoencoder (kind 'ae'); an autoencoder has no ELBO" in err
 
 
 def fails(argv: list[str], capsys, status: int = 2) -> str:

@@ -163,3 +163,36 @@ def symmetric_positive_definite(name: str, m: Tensor) -> Tensor:
         fix = "a covariance must have positive eigenvalues; add a small multiple of the identity"
         raise _fail(name, "a positive definite matrix", "one that is not (Cholesky failed)", fix)
     return chol
+
+
+# The model kinds (ModelConfig.kind, each model class's `kind`): what each is, and what to do
+# when a function that does not serve it is given one.
+KINDS = {
+    "vae": ("a VAE", ""),
+    "ae": ("an autoencoder", "an autoencoder has no q(z|x) and no ELBO: use a VAE"),
+    "cvae": (
+        "a conditional VAE",
+        "a CVAE takes labels y, which this function does not: use an unconditional VAE",
+    ),
+    "hvae": (
+        "a hierarchical VAE",
+        "a two-layer model has its own functions (hierarchical_scores, sampling.sample_prior): "
+        "use them, or a one-layer model",
+    ),
+}
+
+
+def model_kind(fn: str, model: object, kinds: Sequence[str], fix: str = "") -> str:
+    """The kind of model's class, one of `kinds`; else ValueError naming the kinds fn serves.
+
+    Reads the class (its `kind`, the ModelConfig.kind it builds), not the weights or the config,
+    so a model is refused before any work: e.g. a CVAE where no labels can be passed.
+    """
+    kind = getattr(type(model), "kind", None)
+    if kind not in kinds or not isinstance(model, torch.nn.Module):
+        expected = " or ".join(f"{KINDS[k][0]} (kind {k!r})" for k in kinds)
+        known = kind in KINDS and isinstance(model, torch.nn.Module)
+        got = f"{KINDS[kind][0]} (kind {kind!r})" if known else describe(model)
+        make = f"build one with build_model(ModelConfig(kind={kinds[0]!r}))"
+        raise _fail(fn, expected, got, fix or (KINDS[kind][1] if known else "") or make)
+    return kind

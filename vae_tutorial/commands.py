@@ -15,8 +15,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import torch
 
+from vae_tutorial import checks, models
 from vae_tutorial import device as devices
-from vae_tutorial import models
 from vae_tutorial.checkpoint import ensure_writable, load_checkpoint
 from vae_tutorial.config import check_run
 from vae_tutorial.distributed import join
@@ -25,7 +25,7 @@ from vae_tutorial.hierarchical import HierarchicalVAE
 from vae_tutorial.hierarchical_scores import evaluate_hierarchical_elbo, hierarchical_dataset_bound
 from vae_tutorial.iwae import dataset_bound
 from vae_tutorial.labels import CLASSES
-from vae_tutorial.models import VAE, check_model
+from vae_tutorial.models import check_model
 from vae_tutorial.plots import show_images
 from vae_tutorial.resume import open_checkpoint
 from vae_tutorial.sampling import sample_prior
@@ -123,12 +123,8 @@ def evaluate(args: argparse.Namespace) -> int:
     device = devices.pick_device(args.device)
     saved = load_checkpoint(args.checkpoint, device)
     model, config = saved.model, saved.train_config
-    hierarchical = isinstance(model, HierarchicalVAE)  # two stochastic layers: their own scores
-    if not (isinstance(model, VAE) or hierarchical):
-        raise ValueError(
-            f"evaluate: expected a VAE checkpoint, got kind={model.config.kind!r}; an autoencoder "
-            "has no ELBO (its samples: `sample`)"
-        )
+    fix = "an autoencoder has no ELBO (its samples: `sample`)"
+    hierarchical = checks.model_kind("evaluate", model, ("vae", "cvae", "hvae"), fix) == "hvae"
     models.check_weights("evaluate", model)  # the one weights check: the scores below skip theirs
     if args.out is not None:
         ensure_writable(args.out, "--out")

@@ -107,7 +107,6 @@ def active_units_per_layer(
 
 def check_hierarchical(fn: str, model: object, images: object, at_least: int = 1) -> None:
     """A HierarchicalVAE with finite weights, and images."""
-    if not isinstance(model, HierarchicalVAE):
-        raise ValueError(f"{fn}: expected a HierarchicalVAE, got {checks.describe(model)}")
+    checks.model_kind(fn, model, ("hvae",), "the scores of a one-layer model: evaluate, iwae")
     check_weights(fn, model)
     check_images(fn, images, at_least)

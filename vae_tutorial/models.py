@@ -282,19 +282,12 @@ def check_weights(fn: str, model: nn.Module) -> None:
         )
 
 
-def check_model(fn: str, model: object, *, vae: bool = True, weights: bool = True) -> None:
-    """Raise ValueError unless model is a VAE (or an Autoencoder, if not vae) with finite weights.
-
-    weights=False skips the weights check (`check_weights`), for a caller that made it already.
-    """
-    kinds = (VAE,) if vae else (VAE, Autoencoder)
-    if not isinstance(model, kinds):
-        if vae and isinstance(model, Autoencoder):
-            raise ValueError(
-                f"{fn}: expected a VAE (it needs q(z|x)), got Autoencoder; "
-                "a plain autoencoder has no ELBO"
-            )
-        want = "a VAE" if vae else "a VAE or an Autoencoder"
-        raise ValueError(f"{fn}: expected {want}, got {checks.describe(model)}")
+def check_model(
+    fn: str, model: object, *, vae: bool = True, weights: bool = True, kinds: tuple = ()
+) -> None:
+    """Raise ValueError unless model's class is of `kinds` (default: a VAE or CVAE, and an
+    autoencoder where not vae; `checks.model_kind`), then unless its weights are finite
+    (weights=False skips that, for a caller that made it already)."""
+    checks.model_kind(fn, model, kinds or ("vae", "cvae") + (() if vae else ("ae",)))
     if weights:
         check_weights(fn, model)

@@ -64,6 +64,7 @@ def sample_prior(
     check=False skips the weights check (`check_weights`), for a caller that made it.
     """
     if isinstance(model, HierarchicalVAE):  # z2 ~ N(0, I), z1 ~ p(z1|z2), E[x|z1]
+        label_args("sample_prior", model, labels, n)  # takes none
         if check:
             check_weights("sample_prior", model)
         generator = torch.Generator(device=next(model.parameters()).device)
@@ -162,9 +163,9 @@ def interpolate(
     """Decoded path between the latent means of two images (784 pixels each): (steps, 784)."""
     paths = {"lerp": lerp, "slerp": slerp}
     checks.one_of("method", method, tuple(paths))
-    check_model("interpolate", model, vae=False)
     fix = "for a CVAE, decode the path yourself: model.decode_mean(lerp(z0, z1, steps), y)"
-    label_args("interpolate", model, None, 0, fix)  # unconditional models only
+    checks.model_kind("interpolate", model, ("vae", "ae"), fix)  # unconditional, one layer
+    check_weights("interpolate", model)
     checks.tensor("interpolate: x0", x0, "(784,)")
     checks.tensor("interpolate: x1", x1, "(784,)")
     if x0.numel() != PIXELS or x1.numel() != PIXELS:
@@ -189,9 +190,9 @@ def latent_grid(n: int, *, eps: float = 0.05) -> Tensor:
 @torch.no_grad()
 def decode_grid(model: VAE | Autoencoder, n: int, *, eps: float = 0.05) -> Tensor:
     """Pixel means at latent_grid(n), for latent_dim == 2: (n*n, 784), row by row."""
-    check_model("decode_grid", model, vae=False)
     fix = "for a CVAE, decode latent_grid(n) yourself: model.decode_mean(z, y)"
-    label_args("decode_grid", model, None, 0, fix)  # unconditional models only
+    checks.model_kind("decode_grid", model, ("vae", "ae"), fix)  # unconditional, one layer
+    check_weights("decode_grid", model)
     if model.config.latent_dim != 2:
         raise ValueError(
             f"decode_grid: expected a model with latent_dim == 2, got {model.config.latent_dim}"

@@ -39,13 +39,14 @@ from typing import Any, Literal, NoReturn
 
 import torch
 
-from vae_tutorial import checks
+from vae_tutorial import checks, limits
 from vae_tutorial.commands import PROG, CommandFailed, evaluate, sample, train
 from vae_tutorial.config import ModelConfig, TrainConfig
 from vae_tutorial.distributed import RankFailed, leave
 from vae_tutorial.download import MNISTUnavailable
 from vae_tutorial.labels import CLASSES
 from vae_tutorial.models import NonFiniteWeights
+from vae_tutorial.resources import ResourceExhausted, exhausted
 from vae_tutorial.train import TrainingDiverged
 
 
@@ -130,6 +131,10 @@ def add_options(parser: argparse.ArgumentParser, config: type, skip: tuple[str, 
             )
             continue
         kind, choices = _field_type(hints[f.name])
+        meta = f.metadata
+        if choices is None and not isinstance(f.default, tuple):  # a number: its range
+            span = limits.describe(meta.get("low"), meta.get("high"), meta.get("open_low", False))
+            help += f" (range: {span}{'; memory checked at the start' * meta.get('memory', 0)})"
         parser.add_argument(
             flag,
             type=kind,
@@ -207,10 +212,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except ValueError as error:  # CheckpointError included: a file that is not a checkpoint
         args.parser.error(str(error))
-    except (TrainingDiverged, MNISTUnavailable, CommandFailed, OSError, RankFailed) as error:
-        print(f"{prog}: error: {' '.join(str(error).split())}", file=sys.stderr)
+    except (ResourceExhausted, TrainingDiverged, MNISTUnavailable, CommandFailed, RankFailed) as e:
+        print(f"{prog}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 1
-    except RuntimeError as error:  # under torchrun: a collective in DDP's backward failed
+    except (MemoryError, OSError, RuntimeError) as error:  # memory or disk ran out, or a rank died
+        known = exhausted(error, args.command)  # out of memory or disk where no API named it
+        if known is not None or isinstance(error, OSError):
+            print(f"{prog}: error: {' '.join(str(known or error).split())}", file=sys.stderr)
+            return 1
         if not torch.distributed.is_initialized():
             raise
         text = " ".join(str(error).split())[:200]

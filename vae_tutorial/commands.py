@@ -7,6 +7,7 @@ failure CommandFailed (or the package's own errors), and `cli.main` turns them i
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 from dataclasses import asdict, fields
@@ -15,7 +16,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import torch
 
-from vae_tutorial import checks, models
+from vae_tutorial import checks, models, resources
 from vae_tutorial import device as devices
 from vae_tutorial.checkpoint import ensure_writable, load_checkpoint
 from vae_tutorial.config import check_run
@@ -33,6 +34,7 @@ from vae_tutorial.test_set import load_test_set
 from vae_tutorial.train import fit
 
 PROG = "python -m vae_tutorial"
+DPI = 100  # of the PNG grids
 
 
 class CommandFailed(RuntimeError):
@@ -42,9 +44,11 @@ class CommandFailed(RuntimeError):
 def write_figure(images: torch.Tensor, path: Path, title: str, nrow: int) -> None:
     """Save a grid of digits as a PNG with a white background."""
     fig = show_images(images, nrow=nrow, title=title)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, facecolor="white")
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=DPI, facecolor="white")
     plt.close(fig)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    resources.write_bytes(path, png.getvalue())  # whole, or not at all (a full disk)
 
 
 def _json(metrics: dict) -> str:
@@ -100,7 +104,7 @@ def train(args: argparse.Namespace) -> int:
         "history": history.to_dict(),
         "distributed": result.world.record(),  # world size, nodes, backend, where each rank ran
     }
-    (out / "metrics.json").write_text(_json(metrics))
+    resources.write_bytes(out / "metrics.json", _json(metrics).encode())
     labels = _sample_labels(result.model, args.samples, None)  # a CVAE: digits 0..9 in turn
     samples = sample_prior(result.model, args.samples, labels=labels, seed=args.seed)  # E[x|z]
     title = f"{name}: decoded z ~ N(0, I)" + ("" if labels is None else ", y = 0..9 by column")
@@ -170,7 +174,7 @@ def evaluate(args: argparse.Namespace) -> int:
     text = _json(metrics)
     print(text, end="")
     if args.out is not None:
-        args.out.write_text(text)
+        resources.write_bytes(args.out, text.encode())
     return 0
 
 

@@ -38,7 +38,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
-from vae_tutorial import checks
+from vae_tutorial import checks, resources
 from vae_tutorial.config import LIKELIHOODS
 from vae_tutorial.elbo import elbo_terms, kl_per_dimension
 from vae_tutorial.models import VAE, Autoencoder, check_model, label_args
@@ -88,6 +88,7 @@ def nats_to_bits_per_dim(nats: float | Tensor, dims: int = 784) -> float | Tenso
     return nats / (dims * math.log(2))
 
 
+@resources.reported
 @torch.no_grad()
 def evaluate_elbo(
     model: VAE,

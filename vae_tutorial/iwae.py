@@ -36,7 +36,7 @@ import math
 import torch
 from torch import Tensor
 
-from vae_tutorial import checks
+from vae_tutorial import checks, resources
 from vae_tutorial.evaluate import check_images, in_batches, model_likelihood
 from vae_tutorial.likelihoods import log_likelihood
 from vae_tutorial.models import VAE, check_model, label_args
@@ -176,6 +176,7 @@ def importance_weighted_bound(
     return log_sum_w - math.log(k)  # $\mathcal L_k = \log \frac1k \sum_i w_i$
 
 
+@resources.reported
 @torch.no_grad()
 def dataset_bound(
     model: VAE,

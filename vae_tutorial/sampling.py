@@ -34,7 +34,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from vae_tutorial import checks
+from vae_tutorial import checks, resources
 from vae_tutorial.evaluate import encode_dataset
 from vae_tutorial.hierarchical import HierarchicalVAE
 from vae_tutorial.models import (
@@ -48,6 +48,7 @@ from vae_tutorial.models import (
 )
 
 
+@resources.reported
 @torch.no_grad()
 def sample_prior(
     model: VAE | Autoencoder,

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from vae_tutorial import device as devices
+from vae_tutorial import resources
 from vae_tutorial.checkpoint import save_checkpoint
 from vae_tutorial.config import ModelConfig, TrainConfig, check_run
 from vae_tutorial.data import Batches, load_mnist
@@ -109,6 +110,7 @@ def _diverged(
     )
 
 
+@resources.reported
 def fit(
     model_config: ModelConfig,
     train_config: TrainConfig,

@@ -66,8 +66,8 @@ def _checkpoint_file(text: str) -> Path:
     return path
 
 
-def _int_at_least(low: int) -> Callable[[str], int]:
-    """An argparse type: an int >= low, with the message of `checks.int_at_least`."""
+def _int_at_least(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an int in [low, high], with the message of `checks.int_at_least`."""
 
     def parse(text: str) -> int:
         try:
@@ -75,14 +75,17 @@ def _int_at_least(low: int) -> Callable[[str], int]:
         except ValueError:
             value = text
         try:
-            return checks.int_at_least("value", value, low)
+            value = checks.int_at_least("value", value, low)
         except ValueError as error:
             raise argparse.ArgumentTypeError(str(error).removeprefix("value: ")) from None
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"expected an int <= {high}, got {value}")
+        return value
 
     return parse
 
 
-_positive, _natural = _int_at_least(1), _int_at_least(0)
+_positive, _seed = _int_at_least(1), _int_at_least(0, limits.SEED)
 
 
 def _digit(text: str) -> int:
@@ -155,7 +158,10 @@ def build_parser(
     data_help = "MNIST folder (default: data/ or $VAE_TUTORIAL_DATA)"
     shared.add_argument("--data-root", type=Path, default=None, help=data_help)
     shared.add_argument(
-        "--seed", type=_natural, default=TrainConfig.seed, help="random seed (default: %(default)s)"
+        "--seed",
+        type=_seed,
+        default=TrainConfig.seed,
+        help=f"random seed, 0 to {limits.SEED} (default: %(default)s)",
     )
 
     t = commands.add_parser(
@@ -168,7 +174,9 @@ def build_parser(
     again = t.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true", help="continue --out/checkpoint.pt, if any")
     again.add_argument("--overwrite", action="store_true", help="replace --out/checkpoint.pt")
-    t.add_argument("--samples", type=_positive, default=64, help="samples in samples.png")
+    t.add_argument(
+        "--samples", type=_positive, default=64, help="samples in samples.png, >= 1 (a grid of 8)"
+    )
     t.add_argument(
         "--backend", choices=("gloo", "nccl"), help="under torchrun: gloo (CPU) or nccl (CUDA)"
     )
@@ -178,8 +186,15 @@ def build_parser(
         "evaluate", parents=[shared], help="score a checkpoint", description=evaluate.__doc__
     )
     e.add_argument("checkpoint", type=_checkpoint_file)
-    e.add_argument("--k", type=_positive, default=None, help="importance samples for L_k")
-    e.add_argument("--iwae-images", type=_positive, default=1000, help="test images for L_k")
+    e.add_argument(
+        "--k", type=_positive, default=None, help="importance samples for L_k, >= 1 (time ~ k)"
+    )
+    e.add_argument(
+        "--iwae-images",
+        type=_int_at_least(1, limits.MNIST_TEST),
+        default=1000,
+        help=f"test images for L_k, 1 to {limits.MNIST_TEST} (default: %(default)s)",
+    )
     e.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     e.set_defaults(run=evaluate, parser=e)
 
@@ -187,8 +202,9 @@ def build_parser(
         "sample", parents=[shared], help="draw samples", description=sample.__doc__
     )
     s.add_argument("checkpoint", type=_checkpoint_file)
-    s.add_argument("--n", type=_positive, default=64, help="number of samples")
-    s.add_argument("--nrow", type=_positive, default=8, help="samples per row")
+    grid = "; the grid fits matplotlib's canvas and the memory, checked at the start"
+    s.add_argument("--n", type=_positive, default=64, help=f"number of samples, >= 1{grid}")
+    s.add_argument("--nrow", type=_positive, default=8, help=f"samples per row, >= 1{grid}")
     s.add_argument("--out", type=Path, default=Path("samples.png"), help="PNG file")
     s.add_argument(
         "--label",

@@ -16,7 +16,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import torch
 
-from vae_tutorial import checks, models, resources
+from vae_tutorial import checks, limits, models, resources
 from vae_tutorial import device as devices
 from vae_tutorial.checkpoint import ensure_writable, load_checkpoint
 from vae_tutorial.config import check_run
@@ -27,7 +27,7 @@ from vae_tutorial.hierarchical_scores import evaluate_hierarchical_elbo, hierarc
 from vae_tutorial.iwae import dataset_bound
 from vae_tutorial.labels import CLASSES
 from vae_tutorial.models import check_model
-from vae_tutorial.plots import show_images
+from vae_tutorial.plots import INCHES_PER_DIGIT, show_images
 from vae_tutorial.resume import open_checkpoint
 from vae_tutorial.sampling import sample_prior
 from vae_tutorial.test_set import load_test_set
@@ -51,6 +51,24 @@ def write_figure(images: torch.Tensor, path: Path, title: str, nrow: int) -> Non
     resources.write_bytes(path, png.getvalue())  # whole, or not at all (a full disk)
 
 
+def check_grid(name: str, n: int, nrow: int) -> None:
+    """A PNG grid of n digits, nrow per row, fits matplotlib's canvas and the RAM: else an error
+    before any work (ValueError for the canvas, resources.OutOfMemory for the memory)."""
+    rows, cols = -(-n // nrow), min(nrow, n)
+    # the figure of `show_images`, in pixels at DPI
+    width, height = DPI * (INCHES_PER_DIGIT * cols + 0.4), DPI * (INCHES_PER_DIGIT * rows + 0.6)
+    most = int((limits.CANVAS / DPI - 0.6) / INCHES_PER_DIGIT)  # digits a side
+    if max(width, height) > limits.CANVAS:
+        raise ValueError(
+            f"{name}: expected a grid of at most {most} digits a side ({limits.CANVAS} pixels, "
+            f"matplotlib's limit), got {rows} rows of {cols}; use --n <= {most * min(nrow, most)}"
+            f" with --nrow <= {most}"
+        )
+    # the RGBA canvas, its resampled image and the PNG's rows; make_grid's 3 float32 channels
+    needed = 3 * 4 * width * height + 3 * resources.FLOAT32 * (30 * rows) * (30 * cols)
+    resources.check_fits(name, needed, "cpu", "draw fewer samples (--n)")
+
+
 def _json(metrics: dict) -> str:
     """Strict JSON (no NaN or Infinity, which JSON does not have)."""
     return json.dumps(metrics, indent=2, allow_nan=False) + "\n"
@@ -62,6 +80,7 @@ def train(args: argparse.Namespace) -> int:
     model_config = model_class(**{f.name: getattr(args, f.name) for f in fields(model_class)})
     options = {f.name: getattr(args, f.name) for f in fields(train_class) if hasattr(args, f.name)}
     model_config, train_config = check_run(model_config, train_class(**options))
+    check_grid("--samples", args.samples, 8 if model_config.kind != "cvae" else CLASSES)
     name = args.name or f"{args.kind}-{args.arch}-z{args.latent_dim}"
     out = Path("runs") / name if args.out is None else args.out
     device = devices.pick_device(args.device)  # a missing GPU: a bad argument, before any file
@@ -153,10 +172,18 @@ def evaluate(args: argparse.Namespace) -> int:
         subset = images[: args.iwae_images]  # L_k costs k decoder passes per image
         subset_labels = None if labels is None else labels[: len(subset)]
         if hierarchical:
-            bounds = hierarchical_dataset_bound(model, subset, args.k, seed=args.seed)
+            bounds = hierarchical_dataset_bound(
+                model, subset, args.k, seed=args.seed, progress=True
+            )
         else:
             bounds = dataset_bound(
-                model, subset, args.k, labels=subset_labels, seed=args.seed, check=False
+                model,
+                subset,
+                args.k,
+                labels=subset_labels,
+                seed=args.seed,
+                check=False,
+                progress=True,  # on a terminal: a bar with the time left
             )
         neg_bound = -bounds.mean().item()  # $-\mathcal L_k \ge -\log p(x)$
         metrics.update(
@@ -199,6 +226,7 @@ def sample(args: argparse.Namespace) -> int:
 
     The pixels are the mean image E[x|z] of the model's likelihood.
     """
+    check_grid("--n", args.n, args.nrow)
     model = load_checkpoint(args.checkpoint, devices.pick_device(args.device)).model
     labels = _sample_labels(model, args.n, args.label)
     if isinstance(model, HierarchicalVAE):

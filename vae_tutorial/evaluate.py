@@ -33,10 +33,12 @@ from __future__ import annotations
 
 import importlib
 import math
+import sys
 from collections.abc import Iterator
 
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
 from vae_tutorial import checks, resources
 from vae_tutorial.config import LIKELIHOODS
@@ -71,12 +73,19 @@ def check_images(fn: str, images: object, at_least: int = 1) -> None:
 
 
 def in_batches(
-    images: Tensor, conditions: tuple[Tensor, ...], batch_size: int
+    images: Tensor, conditions: tuple[Tensor, ...], batch_size: int, progress: str = ""
 ) -> Iterator[tuple[Tensor, tuple[Tensor, ...]]]:
     """Consecutive slices (x, y) of the images and of the label arguments (`label_args`: a
-    CVAE's (labels,), () for other models), along the first axis."""
+    CVAE's (labels,), () for other models), along the first axis.
+
+    progress: the label of a tqdm bar with the time left, drawn on stderr only when it is a
+    terminal (so captured outputs, a chapter's included, never change); "" = none."""
     batch_size = checks.positive_int("batch_size", batch_size)
-    for start in range(0, len(images), batch_size):
+    starts = range(0, len(images), batch_size)
+    if progress:
+        quiet = not sys.stderr.isatty()
+        starts = tqdm(starts, desc=progress, unit="batch", file=sys.stderr, disable=quiet)
+    for start in starts:
         part = slice(start, start + batch_size)
         yield images[part], tuple(t[part] for t in conditions)
 

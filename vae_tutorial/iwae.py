@@ -137,6 +137,8 @@ def log_importance_weights(
     """
     k = checks.positive_int("k", k)
     fn = "log_importance_weights"
+    fix = "use a smaller k or batch (a score without gradients: importance_weighted_bound)"
+    resources.check_rows(fn, k * len(x), model.config, x.device, fix, copies=3)
     mu, logvar, x, y, likelihood = _encode_checked(fn, model, x, check, likelihood, labels)
     return _log_weights(model, x, mu, logvar, k, generator, likelihood, y)
 
@@ -188,12 +190,14 @@ def dataset_bound(
     batch_size: int = IWAE_BATCH,
     likelihood: str | None = None,
     check: bool = True,
+    progress: bool = False,
 ) -> Tensor:
     """L_k of every image (N, 784), z_i from one generator seeded with `seed`: (N,) nats.
 
     The images go through `importance_weighted_bound` in batches of batch_size, in order, so one
     seed gives one answer. A CVAE needs the labels (N,). check=False skips the checks of the model
     and the images (x in [0, 1], binary for a Bernoulli model), for a caller that made them.
+    progress: a bar with the time left on stderr, where it is a terminal (`in_batches`).
     """
     fn = "dataset_bound"
     k = checks.positive_int("k", k)
@@ -218,6 +222,6 @@ def dataset_bound(
             labels=y[0] if y else None,
             check=False,
         )  # (batch,)
-        for x, y in in_batches(images, conditions, batch_size)
+        for x, y in in_batches(images, conditions, batch_size, f"L_{k}" * progress)
     ]
     return torch.cat(bounds)  # (N,)

@@ -20,7 +20,10 @@ from typing import ParamSpec, TypeVar
 
 import torch
 
+from vae_tutorial.config import ModelConfig
+
 FLOAT32 = 4  # bytes per value
+PIXELS = 784
 P, T = ParamSpec("P"), TypeVar("T")
 
 
@@ -55,6 +58,30 @@ def available(device: str | torch.device) -> tuple[int | None, str]:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "of RAM on this machine"
     except (AttributeError, ValueError, OSError):
         return None, "unknown"
+
+
+def row_values(config: ModelConfig) -> int:
+    """Values one image's pass holds besides its 784 logits: the hidden layers on both sides and
+    mu, logvar, z (a floor: the layers' own temporaries are left out)."""
+    convs = 32 * 14 * 14 + 64 * 7 * 7  # `networks.conv_features`, mirrored in the decoder
+    hidden = convs if config.arch == "conv" else sum(config.widths) + sum(config.hidden2)
+    return 2 * hidden + 3 * (config.latent_dim + config.latent_dim2)
+
+
+def check_rows(
+    what: str,
+    rows: int,
+    config: ModelConfig,
+    device: str | torch.device,
+    fix: str,
+    *,
+    copies: int = 1,
+    extra: int = 0,
+) -> None:
+    """check_fits for `rows` images decoded at once, `copies` times (a training step keeps the
+    values, their gradients and a temporary: 3), and `extra` bytes besides."""
+    needed = FLOAT32 * copies * rows * (PIXELS + row_values(config)) + extra
+    check_fits(f"{what}: {rows:,} images decoded at once", needed, device, fix)
 
 
 def check_fits(what: str, needed: float, device: str | torch.device, fix: str) -> None:

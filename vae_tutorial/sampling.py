@@ -74,9 +74,10 @@ def sample_prior(
         )
     check_model("sample_prior", model, vae=False, weights=check)
     n = checks.positive_int("n", n)
+    param = next(model.parameters())
+    resources.check_rows("sample_prior", n, model.config, param.device, "draw fewer (n), in parts")
     conditions = label_args("sample_prior", model, labels, n)  # (labels,) or ()
     seed = checks.int_at_least("seed", seed, 0)
-    param = next(model.parameters())
     generator = torch.Generator(device=param.device).manual_seed(seed)
     shape = (n, model.config.latent_dim)
     z = torch.randn(shape, generator=generator, device=param.device, dtype=param.dtype)  # (n, D)
@@ -199,6 +200,8 @@ def decode_grid(model: VAE | Autoencoder, n: int, *, eps: float = 0.05) -> Tenso
             f"decode_grid: expected a model with latent_dim == 2, got {model.config.latent_dim}"
         )
     param = next(model.parameters())
+    n = checks.int_at_least("n", n, 2, "a grid needs at least 2 points per axis")
+    resources.check_rows("decode_grid", n * n, model.config, param.device, "use a smaller n")
     z = latent_grid(n, eps=eps).to(device=param.device, dtype=param.dtype)  # (n*n, 2)
     return model.decode_mean(z)  # (n*n, 784)
 
@@ -210,6 +213,7 @@ def hierarchical_samples(
     """Draws z2 ~ N(0, I), z1 ~ p(z1|z2), shown as the means sigmoid(g(z1)): (n, 784)."""
     n = checks.positive_int("n", n)
     param = next(model.parameters())
+    resources.check_rows("sample_prior", n, model.config, param.device, "draw fewer (n), in parts")
     z2 = torch.randn(
         (n, model.latent_dims[1]), generator=generator, dtype=param.dtype, device=param.device
     )

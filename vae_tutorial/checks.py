@@ -165,34 +165,21 @@ def symmetric_positive_definite(name: str, m: Tensor) -> Tensor:
     return chol
 
 
-# The model kinds (ModelConfig.kind, each model class's `kind`): what each is, and what to do
-# when a function that does not serve it is given one.
-KINDS = {
-    "vae": ("a VAE", ""),
-    "ae": ("an autoencoder", "an autoencoder has no q(z|x) and no ELBO: use a VAE"),
-    "cvae": (
-        "a conditional VAE",
-        "a CVAE takes labels y, which this function does not: use an unconditional VAE",
-    ),
-    "hvae": (
-        "a hierarchical VAE",
-        "a two-layer model has its own functions (hierarchical_scores, sampling.sample_prior): "
-        "use them, or a one-layer model",
-    ),
-}
+def model_kind(fn: str, model: object, serves: Sequence[type], fix: str = "") -> type:
+    """The class of `serves` that model is an instance of, by kind (a CVAE is not served where a
+    VAE is); else ValueError naming what fn serves and, from the class, what to do instead.
 
-
-def model_kind(fn: str, model: object, kinds: Sequence[str], fix: str = "") -> str:
-    """The kind of model's class, one of `kinds`; else ValueError naming the kinds fn serves.
-
-    Reads the class (its `kind`, the ModelConfig.kind it builds), not the weights or the config,
-    so a model is refused before any work: e.g. a CVAE where no labels can be passed.
+    Reads the class (its `kind`, `title` and `misfit`), not the weights or the config, so a model
+    is refused before any work: e.g. a CVAE where no labels can be passed.
     """
     kind = getattr(type(model), "kind", None)
-    if kind not in kinds or not isinstance(model, torch.nn.Module):
-        expected = " or ".join(f"{KINDS[k][0]} (kind {k!r})" for k in kinds)
-        known = kind in KINDS and isinstance(model, torch.nn.Module)
-        got = f"{KINDS[kind][0]} (kind {kind!r})" if known else describe(model)
-        make = f"build one with build_model(ModelConfig(kind={kinds[0]!r}))"
-        raise _fail(fn, expected, got, fix or (KINDS[kind][1] if known else "") or make)
-    return kind
+    match = [c for c in serves if c.kind == kind and isinstance(model, torch.nn.Module)]
+    if match:
+        return match[0]
+    expected = " or ".join(f"{c.title} (kind {c.kind!r})" for c in serves)
+    make = f"build one with build_model(ModelConfig(kind={serves[0].kind!r}))"
+    if hasattr(type(model), "title") and isinstance(model, torch.nn.Module):
+        got, fix = f"{model.title} (kind {kind!r})", fix or model.misfit or f"pass {expected}"
+    else:
+        got, fix = describe(model), fix or make
+    raise _fail(fn, expected, got, fix)

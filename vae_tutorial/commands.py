@@ -26,7 +26,7 @@ from vae_tutorial.hierarchical import HierarchicalVAE
 from vae_tutorial.hierarchical_scores import evaluate_hierarchical_elbo, hierarchical_dataset_bound
 from vae_tutorial.iwae import dataset_bound
 from vae_tutorial.labels import CLASSES
-from vae_tutorial.models import check_model
+from vae_tutorial.models import CVAE, VAE, check_model
 from vae_tutorial.plots import INCHES_PER_DIGIT, show_images
 from vae_tutorial.resume import open_checkpoint
 from vae_tutorial.sampling import sample_prior
@@ -147,7 +147,8 @@ def evaluate(args: argparse.Namespace) -> int:
     saved = load_checkpoint(args.checkpoint, device)
     model, config = saved.model, saved.train_config
     fix = "an autoencoder has no ELBO (its samples: `sample`)"
-    hierarchical = checks.model_kind("evaluate", model, ("vae", "cvae", "hvae"), fix) == "hvae"
+    served = checks.model_kind("evaluate", model, (VAE, CVAE, HierarchicalVAE), fix)
+    hierarchical = served is HierarchicalVAE  # two stochastic layers: their own scores
     models.check_weights("evaluate", model)  # the one weights check: the scores below skip theirs
     if args.out is not None:
         ensure_writable(args.out, "--out")

@@ -35,8 +35,6 @@ Init = Literal[layers.INITS]  # "pytorch", "glorot_uniform"
 Schedule = Literal[schedule.SCHEDULES]  # "constant", "burda"
 # A model is scored on the data it models: binary training images -> the static-binarized test set
 TEST_DATA = {"dynamic": "binarized", "none": "grey"}
-BOUND = limits.WEIGHT  # the float32-safe upper bound of beta and kappa
-SEED_MAX = limits.SEED
 
 
 def option(
@@ -128,9 +126,9 @@ class TrainConfig:
     )
     lr: float = option(1e-3, "Adam learning rate", low=0.0, high=limits.LR, open_low=True)
     seed: int = option(
-        0, "seeds the weights, shuffling, binarization and z ~ q(z|x)", low=0, high=SEED_MAX
+        0, "seeds the weights, shuffling, binarization and z ~ q(z|x)", low=0, high=limits.SEED
     )
-    beta: float = option(1.0, "weight of the KL term; 1 = the ELBO", low=0.0, high=BOUND)
+    beta: float = option(1.0, "weight of the KL term; 1 = the ELBO", low=0.0, high=limits.WEIGHT)
     warmup_epochs: int = option(
         0, "KL warm-up: beta * min(1, (e + 1) / E_w); 0 = off", low=0, high=limits.EPOCHS
     )
@@ -138,7 +136,7 @@ class TrainConfig:
         0.0,
         "kappa, free KL in nats per latent dimension (Kingma 2016); 0 = off",
         low=0.0,
-        high=BOUND,
+        high=limits.WEIGHT,
     )
     iwae_k: int = option(
         1, "k of the IWAE objective -L_k (Burda 2016); 1 = the -ELBO", low=1, memory=True

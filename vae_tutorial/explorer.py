@@ -53,7 +53,7 @@ LIMIT = 4.0  # the plane spans [-LIMIT, LIMIT] prior standard deviations in each
 
 def two_layer_decoder(model: nn.Module) -> tuple[nn.Linear, nn.Linear]:
     """The two Linear layers of a 2-D MLP VAE's decoder; ValueError for any other model."""
-    checks.model_kind("model", model, ("vae",))  # not a CVAE: the page has no label
+    checks.model_kind("model", model, (VAE,))  # not a CVAE: the page has no label
     config = model.config
     if config.arch != "mlp" or config.latent_dim != 2:
         raise ValueError(

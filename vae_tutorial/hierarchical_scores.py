@@ -109,6 +109,8 @@ def active_units_per_layer(
 
 def check_hierarchical(fn: str, model: object, images: object, at_least: int = 1) -> None:
     """A HierarchicalVAE with finite weights, and images."""
-    checks.model_kind(fn, model, ("hvae",), "the scores of a one-layer model: evaluate, iwae")
+    checks.model_kind(
+        fn, model, (HierarchicalVAE,), "the scores of a one-layer model: evaluate, iwae"
+    )
     check_weights(fn, model)
     check_images(fn, images, at_least)

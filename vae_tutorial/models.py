@@ -102,6 +102,7 @@ class _ImageModel(nn.Module):
 
     kind = ""  # the ModelConfig.kind each model class serves
     conditional = False  # a CVAE takes digit labels y after x or z
+    title, misfit = "", ""  # what it is; what to do where a function does not serve it
 
     def __init__(self, config: ModelConfig | None) -> None:
         super().__init__()
@@ -152,7 +153,7 @@ class _ImageModel(nn.Module):
 class VAE(_ImageModel):
     """Gaussian encoder q_phi(z|x), decoder p_theta(x|z) of config.likelihood, prior N(0, I)."""
 
-    kind = "vae"
+    kind, title = "vae", "a VAE"
 
     def __init__(self, config: ModelConfig | None = None) -> None:
         super().__init__(config)
@@ -179,7 +180,8 @@ class VAE(_ImageModel):
 class Autoencoder(_ImageModel):
     """Deterministic encoder z = e_phi(x) and decoder logits g_theta(z), no prior."""
 
-    kind = "ae"
+    kind, title = "ae", "an autoencoder"
+    misfit = "an autoencoder has no q(z|x) and no ELBO: use a VAE"
 
     def __init__(self, config: ModelConfig | None = None) -> None:
         super().__init__(config)
@@ -201,8 +203,8 @@ class Autoencoder(_ImageModel):
 class CVAE(VAE):
     """Conditional VAE (Sohn et al. 2015): q_phi(z|x,y), p_theta(x|z,y), p(z) = N(0, I)."""
 
-    kind = "cvae"
-    conditional = True
+    kind, title, conditional = "cvae", "a conditional VAE", True
+    misfit = "a CVAE takes labels y, which this function does not: use an unconditional VAE"
 
     def __init__(self, config: ModelConfig | None = None) -> None:
         _ImageModel.__init__(self, config)
@@ -283,11 +285,10 @@ def check_weights(fn: str, model: nn.Module) -> None:
 
 
 def check_model(
-    fn: str, model: object, *, vae: bool = True, weights: bool = True, kinds: tuple = ()
+    fn: str, model: object, *, vae: bool = True, weights: bool = True, serves: tuple = ()
 ) -> None:
-    """Raise ValueError unless model's class is of `kinds` (default: a VAE or CVAE, and an
-    autoencoder where not vae; `checks.model_kind`), then unless its weights are finite
-    (weights=False skips that, for a caller that made it already)."""
-    checks.model_kind(fn, model, kinds or ("vae", "cvae") + (() if vae else ("ae",)))
+    """ValueError unless model's class is one fn serves (`checks.model_kind`; default: VAE and
+    CVAE, and Autoencoder if not vae), then unless its weights are finite (if weights)."""
+    checks.model_kind(fn, model, serves or (VAE, CVAE) + (() if vae else (Autoencoder,)))
     if weights:
         check_weights(fn, model)

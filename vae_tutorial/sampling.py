@@ -166,7 +166,7 @@ def interpolate(
     paths = {"lerp": lerp, "slerp": slerp}
     checks.one_of("method", method, tuple(paths))
     fix = "for a CVAE, decode the path yourself: model.decode_mean(lerp(z0, z1, steps), y)"
-    checks.model_kind("interpolate", model, ("vae", "ae"), fix)  # unconditional, one layer
+    checks.model_kind("interpolate", model, (VAE, Autoencoder), fix)  # unconditional, one layer
     check_weights("interpolate", model)
     checks.tensor("interpolate: x0", x0, "(784,)")
     checks.tensor("interpolate: x1", x1, "(784,)")
@@ -193,7 +193,7 @@ def latent_grid(n: int, *, eps: float = 0.05) -> Tensor:
 def decode_grid(model: VAE | Autoencoder, n: int, *, eps: float = 0.05) -> Tensor:
     """Pixel means at latent_grid(n), for latent_dim == 2: (n*n, 784), row by row."""
     fix = "for a CVAE, decode latent_grid(n) yourself: model.decode_mean(z, y)"
-    checks.model_kind("decode_grid", model, ("vae", "ae"), fix)  # unconditional, one layer
+    checks.model_kind("decode_grid", model, (VAE, Autoencoder), fix)  # unconditional, one layer
     check_weights("decode_grid", model)
     if model.config.latent_dim != 2:
         raise ValueError(

@@ -14,7 +14,7 @@ from vae_tutorial.explorer_widget import LatentExplorer
 from vae_tutorial.hierarchical_scores import evaluate_hierarchical_elbo, hierarchical_dataset_bound
 from vae_tutorial.inference_gap import gaussian_elbo, inference_gaps
 from vae_tutorial.iwae import dataset_bound, importance_weighted_bound
-from vae_tutorial.models import ModelConfig, build_model
+from vae_tutorial.models import VAE, ModelConfig, build_model
 from vae_tutorial.plots import plot_manifold
 from vae_tutorial.sampling import decode_grid, interpolate, reconstruct, sample_prior
 
@@ -96,7 +96,7 @@ def test_the_messages_say_what_to_do():
     with pytest.raises(ValueError, match=r"takes labels y, which this function does not"):
         inference_gaps(cvae, X, k=2, steps=1)
     with pytest.raises(ValueError, match=r"got \[1, 2\] \(a list\); build one with build_model"):
-        model_kind("f", [1, 2], ("vae",))
+        model_kind("f", [1, 2], (VAE,))
 
 
 def test_a_hierarchical_vae_takes_no_labels():

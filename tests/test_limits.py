@@ -14,7 +14,7 @@ from vae_tutorial import commands, limits, resources
 from vae_tutorial.cli import build_parser, main
 from vae_tutorial.config import ModelConfig, TrainConfig
 from vae_tutorial.distributed import rank_seed
-from vae_tutorial.iwae import dataset_bound, log_importance_weights
+from vae_tutorial.iwae import dataset_bound, importance_weighted_bound, log_importance_weights
 from vae_tutorial.models import build_model
 from vae_tutorial.sampling import decode_grid, sample_prior
 from vae_tutorial.train import fit
@@ -133,6 +133,8 @@ def test_allocations_past_the_machine_are_refused_before_any_work(tmp_path, caps
     x = torch.zeros(100, 784)
     with pytest.raises(resources.OutOfMemory, match="log_importance_weights: 10,000,000,000 "):
         log_importance_weights(model, x, 10**8)
+    with pytest.raises(resources.OutOfMemory, match="importance_weighted_bound: 1,000,000,000 "):
+        importance_weighted_bound(model, x, 10**8, chunk=10**7)
     with pytest.raises(resources.OutOfMemory, match="decode_grid: 10,000,000,000 images"):
         decode_grid(model, 10**5)
     with pytest.raises(resources.OutOfMemory, match="sample_prior: 10,000,000,000 images"):

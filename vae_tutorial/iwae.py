@@ -169,6 +169,8 @@ def importance_weighted_bound(
     mu, logvar, x, y, likelihood = checked
     chunk = max(1, ROWS_PER_CHUNK // max(1, len(x))) if chunk is None else chunk
     chunk = checks.positive_int("chunk", chunk)
+    fix = "use a smaller chunk (draws per decoder call) or batch"
+    resources.check_rows(fn, min(chunk, k) * len(x), model.config, x.device, fix)
     # $\log \sum_i w_i$ over the chunks so far, (B,)
     log_sum_w = torch.full_like(mu[:, 0], -math.inf)
     for start in range(0, k, chunk):

@@ -59,8 +59,9 @@ def test_each_bound_is_accepted_and_a_little_past_it_refused(name, bound, over, 
 
 @pytest.mark.parametrize(("name", "bound", "over", "interval"), BOUNDS[:4] + BOUNDS[5:9])
 def test_the_cli_refuses_past_a_bound_before_any_work(
-    name, bound, over, interval, capsys, tmp_path
+    name, bound, over, interval, capsys, tmp_path, monkeypatch
 ):
+    monkeypatch.setattr(commands, "fit", lambda *a, **k: pytest.fail("training started"))
     flag = "--" + name.replace("_", "-")
     line = one_line(["train", flag, str(over), "--out", str(tmp_path / "r"), *TINY_CLI], capsys, 2)
     assert f"TrainConfig.{name}: expected" in line and interval in line

@@ -213,7 +213,11 @@ def hierarchical_samples(
     """Draws z2 ~ N(0, I), z1 ~ p(z1|z2), shown as the means sigmoid(g(z1)): (n, 784)."""
     n = checks.positive_int("n", n)
     param = next(model.parameters())
-    resources.check_rows("sample_prior", n, model.config, param.device, "draw fewer (n), in parts")
+    values = n * (PIXELS + 3 * sum(model.latent_dims))  # the images, z1's and z2's mu, logvar, z
+    fix = "draw fewer (n), in parts"
+    resources.check_fits(
+        f"sample_prior: {n:,} images", resources.FLOAT32 * values, param.device, fix
+    )
     z2 = torch.randn(
         (n, model.latent_dims[1]), generator=generator, dtype=param.dtype, device=param.device
     )

@@ -17,7 +17,6 @@ variant is stored beside it: on a shared machine the figures are upper bounds.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -26,6 +25,7 @@ import time
 from collections.abc import Callable
 
 import torch
+from arguments import THREADS, OneLineParser, int_in, ints_in  # beside this file
 
 from vae_tutorial.elbo import elbo_terms
 from vae_tutorial.hierarchical import HierarchicalVAE
@@ -112,11 +112,15 @@ def measure(name: str, compile: bool, threads: int, warmup: int, steps: int, rou
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=200, help="steps per timed round")
-    parser.add_argument("--rounds", type=int, default=3, help="timed rounds, fastest kept")
-    parser.add_argument("--warmup", type=int, default=30, help="untimed first steps")
-    parser.add_argument("--threads", default="1,2", help="thread counts to try")
+    parser = OneLineParser(
+        prog="benchmarks/burda_step_time.py", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--steps", type=int_in(1, 10**6), default=200, help="steps per round")
+    parser.add_argument("--rounds", type=int_in(1, 1000), default=3, help="rounds, fastest kept")
+    parser.add_argument("--warmup", type=int_in(0, 10**6), default=30, help="untimed first steps")
+    parser.add_argument(
+        "--threads", type=ints_in(1, THREADS), default=[1, 2], help="thread counts to try"
+    )
     parser.add_argument("--no-compile", action="store_true", help="eager only")
     parser.add_argument("--out", default=str(CHECKOUT), help="folder of the result file")
     parser.add_argument("--one", nargs=3, metavar=("MODEL", "COMPILE", "THREADS"), help="internal")
@@ -126,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         row = measure(name, compile, threads, args.warmup, args.steps, args.rounds)
         print(json.dumps(row))
         return 0
-    threads = [int(t) for t in args.threads.split(",")]
+    threads = args.threads
     rows = []
     for name in ("vae-1l", "iwae5-2l"):
         for compile in (False,) if args.no_compile else (False, True):

@@ -17,7 +17,6 @@ puts the table into book/index.md.
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import subprocess
@@ -27,6 +26,7 @@ import time
 from pathlib import Path
 
 import yaml
+from arguments import OneLineParser  # beside this file
 
 from vae_tutorial.download import default_root, ensure_mnist
 from vae_tutorial.results import CHECKOUT, Result, hardware, read_result, write_result
@@ -64,7 +64,7 @@ def fresh_root(parent: Path, name: str, mnist: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="benchmarks/chapter_times.py", description=__doc__.splitlines()[0])
     parser.add_argument("--only", action="append", help="time only this chapter (repeatable)")
     parser.add_argument("--warm", action="append", help="also with earlier chapters' cache")
     parser.add_argument("--out", type=Path, default=CHECKOUT, help="folder of result files")

@@ -44,6 +44,7 @@ from pathlib import Path
 
 import reference_burda  # Burda et al.'s runs and protocol, beside this file
 import torch
+from arguments import THREADS, OneLineParser, hours, int_in  # beside this file
 
 from vae_tutorial.checkpoint import load_checkpoint
 from vae_tutorial.config import ModelConfig, TrainConfig
@@ -52,6 +53,7 @@ from vae_tutorial.download import default_root
 from vae_tutorial.elbo import elbo_terms
 from vae_tutorial.evaluate import active_units, nats_to_bits_per_dim
 from vae_tutorial.iwae import importance_weighted_bound
+from vae_tutorial.limits import EPOCHS, SEED
 from vae_tutorial.results import CHECKOUT, Result, hardware, write_result
 from vae_tutorial.test_set import TEST_SEED
 from vae_tutorial.train import fit
@@ -360,21 +362,19 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if any(a.startswith(("burda-", "--run=burda-")) for a in argv):  # Burda et al.'s protocol
         return reference_burda.main(argv)
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="benchmarks/reference.py", description=__doc__.splitlines()[0])
     parser.add_argument("--run", choices=sorted(RUNS), default="mlp-400-20")
     parser.add_argument("--list", action="store_true", help="list the runs and exit")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--every", type=int, default=10, help="epochs between validation scores")
-    parser.add_argument("--patience", type=int, default=5, help="scores without improvement")
-    parser.add_argument("--max-epochs", type=int, default=3000)
-    parser.add_argument("--train-hours", type=float, default=1.0, help="training budget, h")
+    parser.add_argument("--seed", type=int_in(0, SEED), default=0)
+    every = int_in(1, EPOCHS)
+    parser.add_argument("--every", type=every, default=10, help="epochs between validation scores")
+    parser.add_argument("--patience", type=every, default=5, help="scores without improvement")
+    parser.add_argument("--max-epochs", type=every, default=3000)
+    parser.add_argument("--train-hours", type=hours, default=1.0, help="training budget, h")
     parser.add_argument(
-        "--ks",
-        type=lambda s: [int(k) for k in s.split(",")],
-        default=[100, 1000, 5000],
-        help="k of the test L_k, comma-separated",
+        "--ks", type=reference_burda.ks, default=[100, 1000, 5000], help="k of the test L_k, a,b,c"
     )
-    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--threads", type=int_in(1, THREADS), default=1, help="torch threads")
     parser.add_argument("--root", type=Path, default=None, help="default: <data>/reference")
     parser.add_argument("--out", type=Path, default=CHECKOUT, help="where the result file goes")
     args = parser.parse_args(argv)

@@ -33,12 +33,12 @@ import json
 import math
 import os
 import shutil
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from arguments import THREADS, OneLineParser, int_in, ints_in  # beside this file
 
 from vae_tutorial.checkpoint import load_checkpoint
 from vae_tutorial.config import ModelConfig, TrainConfig
@@ -326,25 +326,8 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-class OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, no usage block, status 2
-        sys.stderr.write(f"{self.prog}: error: {message}\n")
-        raise SystemExit(2)
-
-
-def int_in(low: int, high: int):
-    def parse(text: str) -> int:
-        if not text.strip().lstrip("-").isdigit() or not low <= int(text) <= high:
-            raise argparse.ArgumentTypeError(
-                f"expected a whole number in [{low}, {high}], got {text!r}"
-            )
-        return int(text)
-
-    return parse
-
-
 def ks(text: str) -> list[int]:
-    return [int_in(1, 100_000)(part) for part in text.split(",")]
+    return ints_in(1, 100_000)(text)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -354,7 +337,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--every", type=int_in(1, PASSES), default=10, help="passes between curve rows")
     p.add_argument("--max-passes", type=int_in(1, PASSES), default=PASSES)
     p.add_argument("--ks", type=ks, default=[5000], help="k of the final -L_k, comma-separated")
-    p.add_argument("--threads", type=int_in(1, 256), default=1, help="torch threads")
+    p.add_argument("--threads", type=int_in(1, THREADS), default=1, help="torch threads")
     p.add_argument("--train-size", type=int_in(1, 60_000), default=None, help="smoke runs only")
     p.add_argument("--test-size", type=int_in(2, 10_000), default=None, help="smoke runs only")
     p.add_argument("--root", type=Path, default=CACHE, help=f"checkpoints (default {CACHE})")

@@ -19,12 +19,12 @@ when a chapter of _toc.yml has no run time.
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from pathlib import Path
 
 import yaml
+from arguments import OneLineParser  # beside this file
 
 from vae_tutorial.reference_table import LITERATURE, projection, reference_runs, reference_table
 from vae_tutorial.results import (
@@ -215,7 +215,7 @@ def stale_pages(directory: Path | None = None, root: Path = ROOT) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="benchmarks/report.py", description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only check, change nothing")
     args = parser.parse_args(argv)
     failed = False

@@ -23,7 +23,6 @@ shift reuses them.
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import subprocess
@@ -33,6 +32,7 @@ from pathlib import Path
 
 import nbformat
 import yaml
+from arguments import OneLineParser, int_in  # beside this file
 from nbclient import NotebookClient
 
 from vae_tutorial.results import CHECKOUT, Result, hardware, write_result
@@ -146,10 +146,11 @@ def measure_chapter(chapter: str, shifts: list[int], out: Path, command: str) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="benchmarks/seed_spread.py", description=__doc__.splitlines()[0])
     parser.add_argument("--chapters", nargs="+", help="default: every chapter of _toc.yml")
-    parser.add_argument("--shifts", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--nbval", type=int, metavar="SHIFT", help="check instead of measure")
+    shift = int_in(0, 10**6)  # added to each chapter's seeds, which stay far below 2**32
+    parser.add_argument("--shifts", nargs="+", type=shift, default=[0, 1, 2])
+    parser.add_argument("--nbval", type=shift, metavar="SHIFT", help="check instead of measure")
     parser.add_argument("--out", type=Path, default=CHECKOUT, help="folder of result files")
     args = parser.parse_args(argv)
     chapters = toc_chapters()

@@ -28,7 +28,6 @@ Then `python benchmarks/report.py` writes the new figures into README.md.
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import sys
@@ -39,6 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from arguments import OneLineParser, int_in, ints_in, usable_device  # beside this file
 from torch.utils.data import DataLoader
 from torchvision import datasets
 from torchvision.transforms import ToTensor
@@ -47,6 +47,7 @@ from vae_tutorial.config import ModelConfig, TrainConfig
 from vae_tutorial.device import pick_device
 from vae_tutorial.download import default_root, ensure_mnist
 from vae_tutorial.elbo import elbo_terms, negative_elbo
+from vae_tutorial.limits import MNIST_TRAIN
 from vae_tutorial.models import build_model
 from vae_tutorial.results import CHECKOUT, Result, hardware, write_result
 from vae_tutorial.train import fit
@@ -187,25 +188,32 @@ def row(keys: dict, runs: list) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best)")
+    parser = OneLineParser(prog="benchmarks/train_speed.py", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--device", type=usable_device, default=None, help="cpu, cuda, mps (default: the best)"
+    )
     parser.add_argument(
         "--steps",
-        type=int,
+        type=int_in(1, 10**6),
         default=None,
         help="batches of 128 per variant (469 = one epoch; default: 469 on a GPU, 100 on a CPU)",
     )
     parser.add_argument(
-        "--repeats", type=int, default=None, help="rounds, fastest kept (default: 3 on a CPU, 2)"
+        "--repeats",
+        type=int_in(1, 1000),
+        default=None,
+        help="rounds, fastest kept (default: 3 on a CPU, 2)",
     )
-    parser.add_argument("--batch-sizes", default="32,128,512", help="fit, fp32, eager")
+    parser.add_argument(
+        "--batch-sizes", type=ints_in(1, MNIST_TRAIN), default=[32, 128, 512], help="a,b,c"
+    )
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
     parser.add_argument("--out", type=Path, default=CHECKOUT, help="folder of result files")
     args = parser.parse_args(argv)
     device = pick_device(args.device)
     args.steps = args.steps or (100 if device.type == "cpu" else 469)
     args.repeats = args.repeats or (3 if device.type == "cpu" else 2)  # a shared CPU is noisier
-    batch_sizes = sorted({int(b) for b in args.batch_sizes.split(",")} | {BATCH})
+    batch_sizes = sorted(set(args.batch_sizes) | {BATCH})
     ensure_mnist(verbose=False)
     # A cold compiler cache, as on a reader's first run: compile times are not from a warm cache.
     cache, before = tempfile.mkdtemp(prefix="inductor-cache-"), os.environ.get(CACHE_VARIABLE)

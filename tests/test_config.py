@@ -45,7 +45,7 @@ def test_a_field_added_to_a_config_is_an_option_of_train_with_its_type_default_a
         parser.parse_args(["train", "--help"])
     help = " ".join(capsys.readouterr().out.split())
     assert "--activation {relu,tanh} the hidden layers' nonlinearity (default: relu)" in help
-    assert "--layers LAYERS hidden layers on each side (default: 1)" in help
+    assert "--layers LAYERS hidden layers on each side (range: [1, 4]) (default: 1)" in help
 
 
 def test_the_new_field_reaches_the_config_train_builds(monkeypatch, tmp_path):

@@ -19,7 +19,7 @@ from vae_tutorial.data import load_mnist
 from vae_tutorial.evaluate import active_units, encode_dataset, evaluate_elbo, kl_per_latent
 from vae_tutorial.iwae import importance_weighted_bound
 from vae_tutorial.models import CVAE, build_model
-from vae_tutorial.sampling import decode_grid, interpolate, reconstruct, sample_prior
+from vae_tutorial.sampling import reconstruct, sample_prior
 from vae_tutorial.test_set import TEST_SEED
 from vae_tutorial.train import fit
 
@@ -178,14 +178,10 @@ def test_missing_or_unwanted_labels_are_refused_by_name():
         "encode_dataset": lambda: encode_dataset(cvae, x),
         "sample_prior": lambda: sample_prior(cvae, 2),
         "reconstruct": lambda: reconstruct(cvae, x),
-        "interpolate": lambda: interpolate(cvae, x[0], x[1]),
     }
     for name, call in calls.items():
         with pytest.raises(ValueError, match=f"{name}: {need}"):
             call()
-    two_d = build_model(ModelConfig(kind="cvae", latent_dim=2, hidden_dim=8))
-    with pytest.raises(ValueError, match=f"decode_grid: {need}"):
-        decode_grid(two_d, 3)
     vae = build_model(ModelConfig(latent_dim=3, hidden_dim=16)).double()
     for call in (
         lambda: evaluate_elbo(vae, x, labels=y),

@@ -301,24 +301,29 @@ def test_nats_to_bits_per_dim():
     [
         (
             lambda ae, vae, x: evaluate_elbo(ae, x),
-            "evaluate_elbo: expected a VAE (it needs q(z|x)), got Autoencoder; "
-            "a plain autoencoder has no ELBO",
+            "evaluate_elbo: expected a VAE (kind 'vae') or a conditional VAE "
+            "(kind 'cvae'), got an autoencoder (kind 'ae'); an autoencoder has no q(z|x) and no "
+            "ELBO",
         ),
         (
             lambda ae, vae, x: importance_weighted_bound(ae, x, 10),
-            "importance_weighted_bound: expected a VAE (it needs q(z|x)), got Autoencoder",
+            "importance_weighted_bound: expected a VAE (kind 'vae') or a conditional VAE "
+            "(kind 'cvae'), got an autoencoder (kind 'ae')",
         ),
         (
             lambda ae, vae, x: log_importance_weights(ae, x, 10),
-            "log_importance_weights: expected a VAE (it needs q(z|x)), got Autoencoder",
+            "log_importance_weights: expected a VAE (kind 'vae') or a conditional VAE "
+            "(kind 'cvae'), got an autoencoder (kind 'ae')",
         ),
         (
             lambda ae, vae, x: kl_per_latent(ae, x),
-            "kl_per_latent: expected a VAE (it needs q(z|x)), got Autoencoder",
+            "kl_per_latent: expected a VAE (kind 'vae') or a conditional VAE "
+            "(kind 'cvae'), got an autoencoder (kind 'ae')",
         ),
         (
             lambda ae, vae, x: active_units(ae, x),
-            "active_units: expected a VAE (it needs q(z|x)), got Autoencoder",
+            "active_units: expected a VAE (kind 'vae') or a conditional VAE "
+            "(kind 'cvae'), got an autoencoder (kind 'ae')",
         ),
         (
             lambda ae, vae, x: evaluate_elbo(vae, x[:0]),
@@ -395,7 +400,8 @@ def test_nats_to_bits_per_dim():
         ),
         (
             lambda ae, vae, x: encode_dataset(vae.state_dict(), x),
-            "encode_dataset: expected a VAE or an Autoencoder, got OrderedDict(",
+            "encode_dataset: expected a VAE (kind 'vae') or a conditional VAE (kind 'cvae') or an "
+            "autoencoder (kind 'ae'), got OrderedDict(",
         ),
     ],
 )

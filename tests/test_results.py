@@ -33,10 +33,15 @@ STORED = results.CHECKOUT  # benchmarks/results
 
 
 def _script(name: str):
-    """A script of benchmarks/ as a module (benchmarks/ is not a package)."""
+    """A script of benchmarks/ as a module (benchmarks/ is not a package), which imports the
+    modules beside it (`arguments`) as it does when run."""
     spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
     return module
 
 

@@ -170,7 +170,8 @@ def test_decode_grid_decodes_the_grid_row_by_row(reads_z):
         (lambda: sample_prior(VAE(), 4, seed=-1), "seed: expected an int >= 0, got -1"),
         (
             lambda: sample_prior(VAE().state_dict(), 4),
-            "sample_prior: expected a VAE or an Autoencoder, got OrderedDict(",
+            "sample_prior: expected a VAE (kind 'vae') or a conditional VAE (kind 'cvae') or an "
+            "autoencoder (kind 'ae'), got OrderedDict(",
         ),
         (
             lambda: reconstruct(VAE(), torch.zeros(2, 784), sample="yes"),

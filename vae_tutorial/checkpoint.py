@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from vae_tutorial import device as devices
-from vae_tutorial import moved
+from vae_tutorial import moved, resources
 from vae_tutorial.config import ModelConfig, TrainConfig, with_defaults
 from vae_tutorial.history import History
 from vae_tutorial.models import build_model
@@ -131,9 +131,12 @@ def save_checkpoint(
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)  # a reader sees the old file or the new one, never half of one
-    except BaseException:
+    except BaseException as error:
         tmp.unlink(missing_ok=True)
-        raise
+        full = resources.exhausted(error, f"save_checkpoint: writing {path}")  # a full disk
+        if full is None:
+            raise
+        raise full from error
     return path
 
 

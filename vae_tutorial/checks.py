@@ -163,3 +163,23 @@ def symmetric_positive_definite(name: str, m: Tensor) -> Tensor:
         fix = "a covariance must have positive eigenvalues; add a small multiple of the identity"
         raise _fail(name, "a positive definite matrix", "one that is not (Cholesky failed)", fix)
     return chol
+
+
+def model_kind(fn: str, model: object, serves: Sequence[type], fix: str = "") -> type:
+    """The class of `serves` that model is an instance of, by kind (a CVAE is not served where a
+    VAE is); else ValueError naming what fn serves and, from the class, what to do instead.
+
+    Reads the class (its `kind`, `title` and `misfit`), not the weights or the config, so a model
+    is refused before any work: e.g. a CVAE where no labels can be passed.
+    """
+    kind = getattr(type(model), "kind", None)
+    match = [c for c in serves if c.kind == kind and isinstance(model, torch.nn.Module)]
+    if match:
+        return match[0]
+    expected = " or ".join(f"{c.title} (kind {c.kind!r})" for c in serves)
+    make = f"build one with build_model(ModelConfig(kind={serves[0].kind!r}))"
+    if hasattr(type(model), "title") and isinstance(model, torch.nn.Module):
+        got, fix = f"{model.title} (kind {kind!r})", fix or model.misfit or f"pass {expected}"
+    else:
+        got, fix = describe(model), fix or make
+    raise _fail(fn, expected, got, fix)

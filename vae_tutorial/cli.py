@@ -39,13 +39,14 @@ from typing import Any, Literal, NoReturn
 
 import torch
 
-from vae_tutorial import checks
+from vae_tutorial import checks, limits
 from vae_tutorial.commands import PROG, CommandFailed, evaluate, sample, train
 from vae_tutorial.config import ModelConfig, TrainConfig
 from vae_tutorial.distributed import RankFailed, leave
 from vae_tutorial.download import MNISTUnavailable
 from vae_tutorial.labels import CLASSES
 from vae_tutorial.models import NonFiniteWeights
+from vae_tutorial.resources import ResourceExhausted, exhausted
 from vae_tutorial.train import TrainingDiverged
 
 
@@ -65,8 +66,8 @@ def _checkpoint_file(text: str) -> Path:
     return path
 
 
-def _int_at_least(low: int) -> Callable[[str], int]:
-    """An argparse type: an int >= low, with the message of `checks.int_at_least`."""
+def _int_at_least(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an int in [low, high], with the message of `checks.int_at_least`."""
 
     def parse(text: str) -> int:
         try:
@@ -74,14 +75,17 @@ def _int_at_least(low: int) -> Callable[[str], int]:
         except ValueError:
             value = text
         try:
-            return checks.int_at_least("value", value, low)
+            value = checks.int_at_least("value", value, low)
         except ValueError as error:
             raise argparse.ArgumentTypeError(str(error).removeprefix("value: ")) from None
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"expected an int <= {high}, got {value}")
+        return value
 
     return parse
 
 
-_positive, _natural = _int_at_least(1), _int_at_least(0)
+_positive, _seed = _int_at_least(1), _int_at_least(0, limits.SEED)
 
 
 def _digit(text: str) -> int:
@@ -130,6 +134,10 @@ def add_options(parser: argparse.ArgumentParser, config: type, skip: tuple[str, 
             )
             continue
         kind, choices = _field_type(hints[f.name])
+        meta = f.metadata
+        if choices is None and not isinstance(f.default, tuple):  # a number: its range
+            span = limits.describe(meta.get("low"), meta.get("high"), meta.get("open_low", False))
+            help += f" (range: {span}{'; memory checked at the start' * meta.get('memory', 0)})"
         parser.add_argument(
             flag,
             type=kind,
@@ -150,7 +158,10 @@ def build_parser(
     data_help = "MNIST folder (default: data/ or $VAE_TUTORIAL_DATA)"
     shared.add_argument("--data-root", type=Path, default=None, help=data_help)
     shared.add_argument(
-        "--seed", type=_natural, default=TrainConfig.seed, help="random seed (default: %(default)s)"
+        "--seed",
+        type=_seed,
+        default=TrainConfig.seed,
+        help=f"random seed, 0 to {limits.SEED} (default: %(default)s)",
     )
 
     t = commands.add_parser(
@@ -163,7 +174,9 @@ def build_parser(
     again = t.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true", help="continue --out/checkpoint.pt, if any")
     again.add_argument("--overwrite", action="store_true", help="replace --out/checkpoint.pt")
-    t.add_argument("--samples", type=_positive, default=64, help="samples in samples.png")
+    t.add_argument(
+        "--samples", type=_positive, default=64, help="samples in samples.png, >= 1 (a grid of 8)"
+    )
     t.add_argument(
         "--backend", choices=("gloo", "nccl"), help="under torchrun: gloo (CPU) or nccl (CUDA)"
     )
@@ -173,8 +186,15 @@ def build_parser(
         "evaluate", parents=[shared], help="score a checkpoint", description=evaluate.__doc__
     )
     e.add_argument("checkpoint", type=_checkpoint_file)
-    e.add_argument("--k", type=_positive, default=None, help="importance samples for L_k")
-    e.add_argument("--iwae-images", type=_positive, default=1000, help="test images for L_k")
+    e.add_argument(
+        "--k", type=_positive, default=None, help="importance samples for L_k, >= 1 (time ~ k)"
+    )
+    e.add_argument(
+        "--iwae-images",
+        type=_int_at_least(1, limits.MNIST_TEST),
+        default=1000,
+        help=f"test images for L_k, 1 to {limits.MNIST_TEST} (default: %(default)s)",
+    )
     e.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     e.set_defaults(run=evaluate, parser=e)
 
@@ -182,8 +202,9 @@ def build_parser(
         "sample", parents=[shared], help="draw samples", description=sample.__doc__
     )
     s.add_argument("checkpoint", type=_checkpoint_file)
-    s.add_argument("--n", type=_positive, default=64, help="number of samples")
-    s.add_argument("--nrow", type=_positive, default=8, help="samples per row")
+    grid = "; the grid fits matplotlib's canvas and the memory, checked at the start"
+    s.add_argument("--n", type=_positive, default=64, help=f"number of samples, >= 1{grid}")
+    s.add_argument("--nrow", type=_positive, default=8, help=f"samples per row, >= 1{grid}")
     s.add_argument("--out", type=Path, default=Path("samples.png"), help="PNG file")
     s.add_argument(
         "--label",
@@ -207,10 +228,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except ValueError as error:  # CheckpointError included: a file that is not a checkpoint
         args.parser.error(str(error))
-    except (TrainingDiverged, MNISTUnavailable, CommandFailed, OSError, RankFailed) as error:
-        print(f"{prog}: error: {' '.join(str(error).split())}", file=sys.stderr)
+    except (ResourceExhausted, TrainingDiverged, MNISTUnavailable, CommandFailed, RankFailed) as e:
+        print(f"{prog}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 1
-    except RuntimeError as error:  # under torchrun: a collective in DDP's backward failed
+    except (MemoryError, OSError, RuntimeError) as error:  # memory or disk ran out, or a rank died
+        known = exhausted(error, args.command)  # out of memory or disk where no API named it
+        if known is not None or isinstance(error, OSError):
+            print(f"{prog}: error: {' '.join(str(known or error).split())}", file=sys.stderr)
+            return 1
         if not torch.distributed.is_initialized():
             raise
         text = " ".join(str(error).split())[:200]

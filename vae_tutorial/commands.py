@@ -7,6 +7,7 @@ failure CommandFailed (or the package's own errors), and `cli.main` turns them i
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 from dataclasses import asdict, fields
@@ -15,8 +16,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import torch
 
+from vae_tutorial import checks, limits, models, resources
 from vae_tutorial import device as devices
-from vae_tutorial import models
 from vae_tutorial.checkpoint import ensure_writable, load_checkpoint
 from vae_tutorial.config import check_run
 from vae_tutorial.distributed import join
@@ -25,14 +26,15 @@ from vae_tutorial.hierarchical import HierarchicalVAE
 from vae_tutorial.hierarchical_scores import evaluate_hierarchical_elbo, hierarchical_dataset_bound
 from vae_tutorial.iwae import dataset_bound
 from vae_tutorial.labels import CLASSES
-from vae_tutorial.models import VAE, check_model
-from vae_tutorial.plots import show_images
+from vae_tutorial.models import CVAE, VAE, check_model
+from vae_tutorial.plots import INCHES_PER_DIGIT, show_images
 from vae_tutorial.resume import open_checkpoint
 from vae_tutorial.sampling import sample_prior
 from vae_tutorial.test_set import load_test_set
 from vae_tutorial.train import fit
 
 PROG = "python -m vae_tutorial"
+DPI = 100  # of the PNG grids
 
 
 class CommandFailed(RuntimeError):
@@ -42,9 +44,29 @@ class CommandFailed(RuntimeError):
 def write_figure(images: torch.Tensor, path: Path, title: str, nrow: int) -> None:
     """Save a grid of digits as a PNG with a white background."""
     fig = show_images(images, nrow=nrow, title=title)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, facecolor="white")
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=DPI, facecolor="white")
     plt.close(fig)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    resources.write_bytes(path, png.getvalue())  # whole, or not at all (a full disk)
+
+
+def check_grid(name: str, n: int, nrow: int) -> None:
+    """A PNG grid of n digits, nrow per row, fits matplotlib's canvas and the RAM: else an error
+    before any work (ValueError for the canvas, resources.OutOfMemory for the memory)."""
+    rows, cols = -(-n // nrow), min(nrow, n)
+    # the figure of `show_images`, in pixels at DPI
+    width, height = DPI * (INCHES_PER_DIGIT * cols + 0.4), DPI * (INCHES_PER_DIGIT * rows + 0.6)
+    most = int((limits.CANVAS / DPI - 0.6) / INCHES_PER_DIGIT)  # digits a side
+    if max(width, height) > limits.CANVAS:
+        raise ValueError(
+            f"{name}: expected a grid of at most {most} digits a side ({limits.CANVAS} pixels, "
+            f"matplotlib's limit), got {rows} rows of {cols}; use --n <= {most * min(nrow, most)}"
+            f" with --nrow <= {most}"
+        )
+    # the RGBA canvas, its resampled image and the PNG's rows; make_grid's 3 float32 channels
+    needed = 3 * 4 * width * height + 3 * resources.FLOAT32 * (30 * rows) * (30 * cols)
+    resources.check_fits(name, needed, "cpu", "draw fewer samples (--n)")
 
 
 def _json(metrics: dict) -> str:
@@ -58,6 +80,7 @@ def train(args: argparse.Namespace) -> int:
     model_config = model_class(**{f.name: getattr(args, f.name) for f in fields(model_class)})
     options = {f.name: getattr(args, f.name) for f in fields(train_class) if hasattr(args, f.name)}
     model_config, train_config = check_run(model_config, train_class(**options))
+    check_grid("--samples", args.samples, 8 if model_config.kind != "cvae" else CLASSES)
     name = args.name or f"{args.kind}-{args.arch}-z{args.latent_dim}"
     out = Path("runs") / name if args.out is None else args.out
     device = devices.pick_device(args.device)  # a missing GPU: a bad argument, before any file
@@ -100,7 +123,7 @@ def train(args: argparse.Namespace) -> int:
         "history": history.to_dict(),
         "distributed": result.world.record(),  # world size, nodes, backend, where each rank ran
     }
-    (out / "metrics.json").write_text(_json(metrics))
+    resources.write_bytes(out / "metrics.json", _json(metrics).encode())
     labels = _sample_labels(result.model, args.samples, None)  # a CVAE: digits 0..9 in turn
     samples = sample_prior(result.model, args.samples, labels=labels, seed=args.seed)  # E[x|z]
     title = f"{name}: decoded z ~ N(0, I)" + ("" if labels is None else ", y = 0..9 by column")
@@ -123,12 +146,9 @@ def evaluate(args: argparse.Namespace) -> int:
     device = devices.pick_device(args.device)
     saved = load_checkpoint(args.checkpoint, device)
     model, config = saved.model, saved.train_config
-    hierarchical = isinstance(model, HierarchicalVAE)  # two stochastic layers: their own scores
-    if not (isinstance(model, VAE) or hierarchical):
-        raise ValueError(
-            f"evaluate: expected a VAE checkpoint, got kind={model.config.kind!r}; an autoencoder "
-            "has no ELBO (its samples: `sample`)"
-        )
+    fix = "an autoencoder has no ELBO (its samples: `sample`)"
+    served = checks.model_kind("evaluate", model, (VAE, CVAE, HierarchicalVAE), fix)
+    hierarchical = served is HierarchicalVAE  # two stochastic layers: their own scores
     models.check_weights("evaluate", model)  # the one weights check: the scores below skip theirs
     if args.out is not None:
         ensure_writable(args.out, "--out")
@@ -153,10 +173,18 @@ def evaluate(args: argparse.Namespace) -> int:
         subset = images[: args.iwae_images]  # L_k costs k decoder passes per image
         subset_labels = None if labels is None else labels[: len(subset)]
         if hierarchical:
-            bounds = hierarchical_dataset_bound(model, subset, args.k, seed=args.seed)
+            bounds = hierarchical_dataset_bound(
+                model, subset, args.k, seed=args.seed, progress=True
+            )
         else:
             bounds = dataset_bound(
-                model, subset, args.k, labels=subset_labels, seed=args.seed, check=False
+                model,
+                subset,
+                args.k,
+                labels=subset_labels,
+                seed=args.seed,
+                check=False,
+                progress=True,  # on a terminal: a bar with the time left
             )
         neg_bound = -bounds.mean().item()  # $-\mathcal L_k \ge -\log p(x)$
         metrics.update(
@@ -174,7 +202,7 @@ def evaluate(args: argparse.Namespace) -> int:
     text = _json(metrics)
     print(text, end="")
     if args.out is not None:
-        args.out.write_text(text)
+        resources.write_bytes(args.out, text.encode())
     return 0
 
 
@@ -199,6 +227,7 @@ def sample(args: argparse.Namespace) -> int:
 
     The pixels are the mean image E[x|z] of the model's likelihood.
     """
+    check_grid("--n", args.n, args.nrow)
     model = load_checkpoint(args.checkpoint, devices.pick_device(args.device)).model
     labels = _sample_labels(model, args.n, args.label)
     if isinstance(model, HierarchicalVAE):

@@ -8,8 +8,8 @@ option is one field here, and the command line is built from the same fields (`c
 tie fields together are written once, here: within a config in `__post_init__`, across the two
 in `check_run`, which `fit` calls, so every way into training meets them.
 
-The upper bounds keep float32 losses finite: the KL term of the loss is at most
-beta * D * max(kappa, KL_j), below 1e6 * 1e6 * D, far below float32's 3.4e38 for any D.
+Each bound, and why a run cannot go past it, is in `limits`; what only memory limits is checked
+against the machine when the run starts (`resources`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import typing
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
-from vae_tutorial import checks, layers, schedule
+from vae_tutorial import checks, layers, limits, schedule
 
 Kind = Literal["vae", "ae", "cvae", "hvae"]  # hvae: two stochastic layers (hierarchical)
 Arch = Literal["mlp", "conv"]
@@ -35,8 +35,6 @@ Init = Literal[layers.INITS]  # "pytorch", "glorot_uniform"
 Schedule = Literal[schedule.SCHEDULES]  # "constant", "burda"
 # A model is scored on the data it models: binary training images -> the static-binarized test set
 TEST_DATA = {"dynamic": "binarized", "none": "grey"}
-BOUND = 1e6  # the float32-safe upper bound of beta and kappa (see the module docstring)
-SEED_MAX = 2**32 - 1  # seeds torch's generators; run seeds derived from it stay below 2**63
 
 
 def option(
@@ -92,8 +90,10 @@ class ModelConfig:
         "vae", "vae: Gaussian q(z|x), sampled z; ae: deterministic z; cvae: conditioned on y"
     )
     arch: Arch = option("mlp", "mlp: 784-H-D-H-784; conv: stride-2 convs (32, 64), mirrored")
-    latent_dim: int = option(20, "D, the size of z", low=1)
-    hidden_dim: int = option(400, "H, the width of the hidden layer on each side", low=1)
+    latent_dim: int = option(20, "D, the size of z", low=1, memory=True)
+    hidden_dim: int = option(
+        400, "H, the width of the hidden layer on each side", low=1, memory=True
+    )
     likelihood: Likelihood = option(
         "bernoulli", "p(x|z): bernoulli (binary x), continuous_bernoulli (grey x), continuous_bce"
     )
@@ -120,31 +120,41 @@ class ModelConfig:
 class TrainConfig:
     """How to train: optimiser, schedule, data and numerics. Checked on creation."""
 
-    epochs: int = option(10, "passes over the training set", low=0)
-    batch_size: int = option(128, "examples per Adam step", low=1)
-    lr: float = option(1e-3, "Adam learning rate", low=0.0, open_low=True)
-    seed: int = option(
-        0, "seeds the weights, shuffling, binarization and z ~ q(z|x)", low=0, high=SEED_MAX
+    epochs: int = option(10, "passes over the training set", low=0, high=limits.EPOCHS)
+    batch_size: int = option(
+        128, "examples per Adam step", low=1, high=limits.MNIST_TRAIN, memory=True
     )
-    beta: float = option(1.0, "weight of the KL term; 1 = the ELBO", low=0.0, high=BOUND)
-    warmup_epochs: int = option(0, "KL warm-up: beta * min(1, (e + 1) / E_w); 0 = off", low=0)
+    lr: float = option(1e-3, "Adam learning rate", low=0.0, high=limits.LR, open_low=True)
+    seed: int = option(
+        0, "seeds the weights, shuffling, binarization and z ~ q(z|x)", low=0, high=limits.SEED
+    )
+    beta: float = option(1.0, "weight of the KL term; 1 = the ELBO", low=0.0, high=limits.WEIGHT)
+    warmup_epochs: int = option(
+        0, "KL warm-up: beta * min(1, (e + 1) / E_w); 0 = off", low=0, high=limits.EPOCHS
+    )
     free_bits: float = option(
         0.0,
         "kappa, free KL in nats per latent dimension (Kingma 2016); 0 = off",
         low=0.0,
-        high=BOUND,
+        high=limits.WEIGHT,
     )
-    iwae_k: int = option(1, "k of the IWAE objective -L_k (Burda 2016); 1 = the -ELBO", low=1)
+    iwae_k: int = option(
+        1, "k of the IWAE objective -L_k (Burda 2016); 1 = the -ELBO", low=1, memory=True
+    )
     binarize: Binarize = option(
         "dynamic", "dynamic: fresh x ~ Bernoulli(pixels) each pass; none: grey"
     )
     # moved to ModelConfig.likelihood; kept one release for code that sets it here
     likelihood: Likelihood | None = option(None, "use ModelConfig.likelihood", deprecated=True)
-    train_size: int | None = option(None, "train on the first N training images; None = all", low=1)
+    train_size: int | None = option(
+        None, "train on the first N training images; None = all", low=1, high=limits.MNIST_TRAIN
+    )
     bf16: bool = option(False, "bfloat16 autocast, where the device supports it")
     compile: bool = option(False, "torch.compile the model, where it works")
     # issue 21: Burda et al.'s recipe
-    adam_eps: float = option(1e-8, "Adam's epsilon (Burda et al.: 1e-4)", low=0.0, open_low=True)
+    adam_eps: float = option(
+        1e-8, "Adam's epsilon (Burda et al.: 1e-4)", low=limits.ADAM_EPS[0], high=limits.ADAM_EPS[1]
+    )
     lr_schedule: Schedule = option(
         "constant", "constant, or burda: 8 stages of 3^i epochs at lr * 10^(-i/7) (3280 epochs)"
     )

@@ -222,4 +222,4 @@ def leave() -> None:
 
 def rank_seed(seed: int, epoch: int, rank: int) -> int:
     """The seed of rank `rank`'s z ~ q(z|x) draws in `epoch`: distinct per rank, fixed per run."""
-    return (seed * 1_000_003 + epoch) * 65_537 + rank
+    return ((seed * 1_000_003 + epoch) * 65_537 + rank) % 2**64  # torch seeds are 64-bit

@@ -32,12 +32,14 @@ $p_\theta(x \mid z)$.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Iterator
 
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
-from vae_tutorial import checks, moved
+from vae_tutorial import checks, moved, resources
 from vae_tutorial.config import LIKELIHOODS
 from vae_tutorial.elbo import elbo_terms, kl_per_dimension
 from vae_tutorial.labels import label_args
@@ -63,12 +65,19 @@ def check_images(fn: str, images: object, at_least: int = 1) -> None:
 
 
 def in_batches(
-    images: Tensor, conditions: tuple[Tensor, ...], batch_size: int
+    images: Tensor, conditions: tuple[Tensor, ...], batch_size: int, progress: str = ""
 ) -> Iterator[tuple[Tensor, tuple[Tensor, ...]]]:
     """Consecutive slices (x, y) of the images and of the label arguments (`label_args`: a
-    CVAE's (labels,), () for other models), along the first axis."""
+    CVAE's (labels,), () for other models), along the first axis.
+
+    progress: the label of a tqdm bar with the time left, drawn on stderr only when it is a
+    terminal (so captured outputs, a chapter's included, never change); "" = none."""
     batch_size = checks.positive_int("batch_size", batch_size)
-    for start in range(0, len(images), batch_size):
+    starts = range(0, len(images), batch_size)
+    if progress:
+        quiet = not sys.stderr.isatty()
+        starts = tqdm(starts, desc=progress, unit="batch", file=sys.stderr, disable=quiet)
+    for start in starts:
         part = slice(start, start + batch_size)
         yield images[part], tuple(t[part] for t in conditions)
 
@@ -80,6 +89,7 @@ def nats_to_bits_per_dim(nats: float | Tensor, dims: int = 784) -> float | Tenso
     return nats / (dims * math.log(2))
 
 
+@resources.reported
 @torch.no_grad()
 def evaluate_elbo(
     model: VAE,

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from vae_tutorial import moved
+from vae_tutorial import checks, moved
 from vae_tutorial.likelihoods import likelihood_mean
 from vae_tutorial.models import VAE
 from vae_tutorial.networks import PIXELS
@@ -55,10 +55,7 @@ LIMIT = 4.0  # the plane spans [-LIMIT, LIMIT] prior standard deviations in each
 
 def two_layer_decoder(model: nn.Module) -> tuple[nn.Linear, nn.Linear]:
     """The two Linear layers of a 2-D MLP VAE's decoder; ValueError for any other model."""
-    if not isinstance(model, VAE):
-        raise ValueError(
-            f"model: expected a VAE (vae_tutorial.models.VAE), got {type(model).__name__}"
-        )
+    checks.model_kind("model", model, (VAE,))  # not a CVAE: the page has no label
     config = model.config
     if config.arch != "mlp" or config.latent_dim != 2:
         raise ValueError(

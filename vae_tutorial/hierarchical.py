@@ -81,8 +81,12 @@ from vae_tutorial.networks import PIXELS, flat_images
 class HierarchicalVAE(nn.Module):
     """q(z1|x) q(z2|z1), p(z2) = N(0, I), p(z1|z2) Gaussian, p(x|z1) Bernoulli (logits)."""
 
-    kind = "hvae"  # its ModelConfig.kind
+    kind, title = "hvae", "a hierarchical VAE"  # its ModelConfig.kind, and what it is
     conditional = False  # takes no labels
+    misfit = (
+        "a two-layer model has its own functions (hierarchical_scores, sampling.sample_prior): "
+        "use them, or a one-layer model"
+    )
 
     def __init__(
         self,

@@ -56,10 +56,12 @@ def hierarchical_dataset_bound(
     seed: int = 0,
     batch_size: int = 100,
     chunk: int | None = None,
+    progress: bool = False,
 ) -> Tensor:
     """L_k of every binary image (N, 784), draws from one generator seeded with `seed`: (N,) nats.
 
-    chunk: draws per pass (default: about 1e5 draw-images, chunk * batch_size * 784 floats)."""
+    chunk: draws per pass (default: about 1e5 draw-images, chunk * batch_size * 784 floats).
+    progress: a bar with the time left on stderr, where it is a terminal (`in_batches`)."""
     check_hierarchical("hierarchical_dataset_bound", model, images)
     k, seed = checks.positive_int("k", k), checks.int_at_least("seed", seed, 0)
     batch_size = checks.positive_int("batch_size", batch_size)
@@ -67,7 +69,7 @@ def hierarchical_dataset_bound(
     generator = torch.Generator(device=images.device).manual_seed(seed)
     bounds = [
         model.importance_weighted_bound(x, k, chunk=chunk, generator=generator)
-        for x, _ in in_batches(images, (), batch_size)
+        for x, _ in in_batches(images, (), batch_size, f"L_{k}" * progress)
     ]
     return torch.cat(bounds)  # (N,)
 
@@ -107,7 +109,8 @@ def active_units_per_layer(
 
 def check_hierarchical(fn: str, model: object, images: object, at_least: int = 1) -> None:
     """A HierarchicalVAE with finite weights, and images."""
-    if not isinstance(model, HierarchicalVAE):
-        raise ValueError(f"{fn}: expected a HierarchicalVAE, got {checks.describe(model)}")
+    checks.model_kind(
+        fn, model, (HierarchicalVAE,), "the scores of a one-layer model: evaluate, iwae"
+    )
     check_weights(fn, model)
     check_images(fn, images, at_least)

@@ -37,7 +37,7 @@ from vae_tutorial.models import VAE, check_model
 
 def _check(fn: str, model: VAE, x: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
     """Model, binary x (B, 784) and q's parameters (B, D) checked; flat x returned."""
-    check_model(fn, model)
+    check_model(fn, model, serves=(VAE,))  # p(x|z) and q(z|x) without labels
     checks.tensor(f"{fn}: x", x, "(B, 784)")
     x = x.reshape(len(x), -1)
     checks.binary(f"{fn}: x", x, "binarize x: these bounds are of the Bernoulli likelihood")
@@ -121,7 +121,7 @@ def inference_gaps(
     search: the keywords of `optimal_gaussian` that find q* (steps, lr, samples, seed), its
     defaults where not given; seed + 1 then seeds the ELBO and L_k draws.
     """
-    check_model("inference_gaps", model)
+    check_model("inference_gaps", model, serves=(VAE,))
     seed = search.get("seed", 0)
     mu_opt, logvar_opt = optimal_gaussian(model, x, **search)
     with torch.no_grad():

@@ -36,7 +36,7 @@ import math
 import torch
 from torch import Tensor
 
-from vae_tutorial import checks
+from vae_tutorial import checks, resources
 from vae_tutorial.evaluate import check_images, in_batches, model_likelihood
 from vae_tutorial.labels import label_args
 from vae_tutorial.likelihoods import log_likelihood
@@ -138,6 +138,8 @@ def log_importance_weights(
     """
     k = checks.positive_int("k", k)
     fn = "log_importance_weights"
+    fix = "use a smaller k or batch (a score without gradients: importance_weighted_bound)"
+    resources.check_rows(fn, k * len(x), model.config, x.device, fix, copies=3)
     mu, logvar, x, y, likelihood = _encode_checked(fn, model, x, check, likelihood, labels)
     return _log_weights(model, x, mu, logvar, k, generator, likelihood, y)
 
@@ -168,6 +170,8 @@ def importance_weighted_bound(
     mu, logvar, x, y, likelihood = checked
     chunk = max(1, ROWS_PER_CHUNK // max(1, len(x))) if chunk is None else chunk
     chunk = checks.positive_int("chunk", chunk)
+    fix = "use a smaller chunk (draws per decoder call) or batch"
+    resources.check_rows(fn, min(chunk, k) * len(x), model.config, x.device, fix)
     # $\log \sum_i w_i$ over the chunks so far, (B,)
     log_sum_w = torch.full_like(mu[:, 0], -math.inf)
     for start in range(0, k, chunk):
@@ -177,6 +181,7 @@ def importance_weighted_bound(
     return log_sum_w - math.log(k)  # $\mathcal L_k = \log \frac1k \sum_i w_i$
 
 
+@resources.reported
 @torch.no_grad()
 def dataset_bound(
     model: VAE,
@@ -188,12 +193,14 @@ def dataset_bound(
     batch_size: int = IWAE_BATCH,
     likelihood: str | None = None,
     check: bool = True,
+    progress: bool = False,
 ) -> Tensor:
     """L_k of every image (N, 784), z_i from one generator seeded with `seed`: (N,) nats.
 
     The images go through `importance_weighted_bound` in batches of batch_size, in order, so one
     seed gives one answer. A CVAE needs the labels (N,). check=False skips the checks of the model
     and the images (x in [0, 1], binary for a Bernoulli model), for a caller that made them.
+    progress: a bar with the time left on stderr, where it is a terminal (`in_batches`).
     """
     fn = "dataset_bound"
     k = checks.positive_int("k", k)
@@ -218,6 +225,6 @@ def dataset_bound(
             labels=y[0] if y else None,
             check=False,
         )  # (batch,)
-        for x, y in in_batches(images, conditions, batch_size)
+        for x, y in in_batches(images, conditions, batch_size, f"L_{k}" * progress)
     ]
     return torch.cat(bounds)  # (N,)

@@ -103,6 +103,7 @@ class _ImageModel(nn.Module):
 
     kind = ""  # the ModelConfig.kind each model class serves
     conditional = False  # a CVAE takes digit labels y after x or z
+    title, misfit = "", ""  # what it is; what to do where a function does not serve it
 
     def __init__(self, config: ModelConfig | None) -> None:
         super().__init__()
@@ -152,7 +153,7 @@ class _ImageModel(nn.Module):
 class VAE(_ImageModel):
     """Gaussian encoder q_phi(z|x), decoder p_theta(x|z) of config.likelihood, prior N(0, I)."""
 
-    kind = "vae"
+    kind, title = "vae", "a VAE"
 
     def __init__(self, config: ModelConfig | None = None) -> None:
         super().__init__(config)
@@ -179,7 +180,8 @@ class VAE(_ImageModel):
 class Autoencoder(_ImageModel):
     """Deterministic encoder z = e_phi(x) and decoder logits g_theta(z), no prior."""
 
-    kind = "ae"
+    kind, title = "ae", "an autoencoder"
+    misfit = "an autoencoder has no q(z|x) and no ELBO: use a VAE"
 
     def __init__(self, config: ModelConfig | None = None) -> None:
         super().__init__(config)
@@ -201,8 +203,8 @@ class Autoencoder(_ImageModel):
 class CVAE(VAE):
     """Conditional VAE (Sohn et al. 2015): q_phi(z|x,y), p_theta(x|z,y), p(z) = N(0, I)."""
 
-    kind = "cvae"
-    conditional = True
+    kind, title, conditional = "cvae", "a conditional VAE", True
+    misfit = "a CVAE takes labels y, which this function does not: use an unconditional VAE"
 
     def __init__(self, config: ModelConfig | None = None) -> None:
         _ImageModel.__init__(self, config)
@@ -282,19 +284,11 @@ def check_weights(fn: str, model: nn.Module) -> None:
         )
 
 
-def check_model(fn: str, model: object, *, vae: bool = True, weights: bool = True) -> None:
-    """Raise ValueError unless model is a VAE (or an Autoencoder, if not vae) with finite weights.
-
-    weights=False skips the weights check (`check_weights`), for a caller that made it already.
-    """
-    kinds = (VAE,) if vae else (VAE, Autoencoder)
-    if not isinstance(model, kinds):
-        if vae and isinstance(model, Autoencoder):
-            raise ValueError(
-                f"{fn}: expected a VAE (it needs q(z|x)), got Autoencoder; "
-                "a plain autoencoder has no ELBO"
-            )
-        want = "a VAE" if vae else "a VAE or an Autoencoder"
-        raise ValueError(f"{fn}: expected {want}, got {checks.describe(model)}")
+def check_model(
+    fn: str, model: object, *, vae: bool = True, weights: bool = True, serves: tuple = ()
+) -> None:
+    """ValueError unless model's class is one fn serves (`checks.model_kind`; default: VAE and
+    CVAE, and Autoencoder if not vae), then unless its weights are finite (if weights)."""
+    checks.model_kind(fn, model, serves or (VAE, CVAE) + (() if vae else (Autoencoder,)))
     if weights:
         check_weights(fn, model)

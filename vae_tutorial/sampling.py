@@ -34,7 +34,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from vae_tutorial import checks
+from vae_tutorial import checks, resources
 from vae_tutorial.evaluate import encode_dataset
 from vae_tutorial.hierarchical import HierarchicalVAE
 from vae_tutorial.labels import label_args
@@ -42,6 +42,7 @@ from vae_tutorial.models import VAE, Autoencoder, check_model, check_weights, re
 from vae_tutorial.networks import PIXELS
 
 
+@resources.reported
 @torch.no_grad()
 def sample_prior(
     model: VAE | Autoencoder,
@@ -58,6 +59,7 @@ def sample_prior(
     check=False skips the weights check (`check_weights`), for a caller that made it.
     """
     if isinstance(model, HierarchicalVAE):  # z2 ~ N(0, I), z1 ~ p(z1|z2), E[x|z1]
+        label_args("sample_prior", model, labels, n)  # takes none
         if check:
             check_weights("sample_prior", model)
         generator = torch.Generator(device=next(model.parameters()).device)
@@ -66,9 +68,10 @@ def sample_prior(
         )
     check_model("sample_prior", model, vae=False, weights=check)
     n = checks.positive_int("n", n)
+    param = next(model.parameters())
+    resources.check_rows("sample_prior", n, model.config, param.device, "draw fewer (n), in parts")
     conditions = label_args("sample_prior", model, labels, n)  # (labels,) or ()
     seed = checks.int_at_least("seed", seed, 0)
-    param = next(model.parameters())
     generator = torch.Generator(device=param.device).manual_seed(seed)
     shape = (n, model.config.latent_dim)
     z = torch.randn(shape, generator=generator, device=param.device, dtype=param.dtype)  # (n, D)
@@ -156,9 +159,9 @@ def interpolate(
     """Decoded path between the latent means of two images (784 pixels each): (steps, 784)."""
     paths = {"lerp": lerp, "slerp": slerp}
     checks.one_of("method", method, tuple(paths))
-    check_model("interpolate", model, vae=False)
     fix = "for a CVAE, decode the path yourself: model.decode_mean(lerp(z0, z1, steps), y)"
-    label_args("interpolate", model, None, 0, fix)  # unconditional models only
+    checks.model_kind("interpolate", model, (VAE, Autoencoder), fix)  # unconditional, one layer
+    check_weights("interpolate", model)
     checks.tensor("interpolate: x0", x0, "(784,)")
     checks.tensor("interpolate: x1", x1, "(784,)")
     if x0.numel() != PIXELS or x1.numel() != PIXELS:
@@ -183,14 +186,16 @@ def latent_grid(n: int, *, eps: float = 0.05) -> Tensor:
 @torch.no_grad()
 def decode_grid(model: VAE | Autoencoder, n: int, *, eps: float = 0.05) -> Tensor:
     """Pixel means at latent_grid(n), for latent_dim == 2: (n*n, 784), row by row."""
-    check_model("decode_grid", model, vae=False)
     fix = "for a CVAE, decode latent_grid(n) yourself: model.decode_mean(z, y)"
-    label_args("decode_grid", model, None, 0, fix)  # unconditional models only
+    checks.model_kind("decode_grid", model, (VAE, Autoencoder), fix)  # unconditional, one layer
+    check_weights("decode_grid", model)
     if model.config.latent_dim != 2:
         raise ValueError(
             f"decode_grid: expected a model with latent_dim == 2, got {model.config.latent_dim}"
         )
     param = next(model.parameters())
+    n = checks.int_at_least("n", n, 2, "a grid needs at least 2 points per axis")
+    resources.check_rows("decode_grid", n * n, model.config, param.device, "use a smaller n")
     z = latent_grid(n, eps=eps).to(device=param.device, dtype=param.dtype)  # (n*n, 2)
     return model.decode_mean(z)  # (n*n, 784)
 
@@ -202,6 +207,11 @@ def hierarchical_samples(
     """Draws z2 ~ N(0, I), z1 ~ p(z1|z2), shown as the means sigmoid(g(z1)): (n, 784)."""
     n = checks.positive_int("n", n)
     param = next(model.parameters())
+    values = n * (PIXELS + 3 * sum(model.latent_dims))  # the images, z1's and z2's mu, logvar, z
+    fix = "draw fewer (n), in parts"
+    resources.check_fits(
+        f"sample_prior: {n:,} images", resources.FLOAT32 * values, param.device, fix
+    )
     z2 = torch.randn(
         (n, model.latent_dims[1]), generator=generator, dtype=param.dtype, device=param.device
     )

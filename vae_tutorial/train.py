@@ -33,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from vae_tutorial import device as devices
-from vae_tutorial import moved
+from vae_tutorial import moved, resources
 from vae_tutorial.checkpoint import save_checkpoint
 from vae_tutorial.config import ModelConfig, TrainConfig, check_run
 from vae_tutorial.data import Batches, load_mnist
@@ -118,6 +118,7 @@ def _training_images(
     return images[:n], labels[:n]
 
 
+@resources.reported
 def fit(
     model_config: ModelConfig,
     train_config: TrainConfig,
@@ -163,6 +164,10 @@ def fit(
     if world is None:  # under torchrun: this rank of the process group; else a world of one
         world = join(devices.pick_device(device))
     device = world.device  # on CUDA under torchrun: cuda:LOCAL_RANK
+    rows = config.iwae_k * -(-config.batch_size // world.size)  # k B images decoded per step
+    data = resources.FLOAT32 * 70_000 * resources.PIXELS  # MNIST's images, on the device
+    fix = "use a smaller --batch-size or --iwae-k"
+    resources.check_rows("fit", rows, model_config, device, fix, copies=3, extra=data)
     if (config.iwae_k > 1 or model_config.kind == "hvae") and world.size > 1:
         raise ValueError(
             f"fit: TrainConfig.iwae_k={config.iwae_k}, ModelConfig.kind={model_config.kind!r} "

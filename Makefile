@@ -20,8 +20,13 @@ book: $(STAMP)
 
 # Open the chapters in JupyterLab, run by .venv's Python; it prints the URL to open.
 # Pass options with LAB_ARGS, e.g. make lab LAB_ARGS="--no-browser --port 8899".
+# Jupyter refuses to run as root unless told; in a container you often are root, so we tell it.
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab --ServerApp.root_dir=book $(LAB_ARGS)
+	@if [ "$$(id -u)" -eq 0 ]; then \
+	    echo "make lab: running as root (as in a container), so JupyterLab gets --allow-root."; \
+	    root=--allow-root; \
+	fi; \
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=book $$root $(LAB_ARGS)
 
 # Fetch and verify the four MNIST files into data/MNIST/raw.
 data: $(STAMP)

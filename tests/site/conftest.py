@@ -1,4 +1,4 @@
-"""Fixtures of the browser test: the site on localhost, a local MathJax, headless Chromium."""
+"""Fixtures of the browser test: the site on localhost, headless Chromium."""
 
 import functools
 import http.server
@@ -12,7 +12,6 @@ from sitecheck import (
     PAGES,
     SITE,
     Visit,
-    install_mathjax,
     new_context,
     visit,
 )
@@ -52,14 +51,6 @@ def server():
 
 
 @pytest.fixture(scope="session")
-def mathjax():
-    try:
-        return install_mathjax(SITE)
-    except RuntimeError as error:
-        pytest.fail(str(error))
-
-
-@pytest.fixture(scope="session")
 def browser():
     if not CHROMIUM.exists():
         pytest.fail(f"CI is set but {CHROMIUM} is missing: `apt-get install chromium` first")
@@ -74,15 +65,15 @@ def browser():
 
 
 @pytest.fixture(scope="session")
-def light(browser, server, mathjax):
-    context = new_context(browser, server, mathjax, dark=False)
+def light(browser, server):
+    context = new_context(browser, server, dark=False)
     yield context
     context.close()
 
 
 @pytest.fixture(scope="session")
-def dark(browser, server, mathjax):
-    context = new_context(browser, server, mathjax, dark=True)
+def dark(browser, server):
+    context = new_context(browser, server, dark=True)
     yield context
     context.close()
 

@@ -1,9 +1,9 @@
-"""The built site in headless Chromium: pages of _toc.yml, a local MathJax, one visit per page.
+"""The built site in headless Chromium: pages of _toc.yml, one visit per page.
 
 The site under test is `_build/html` of the repository, or of the book folder named by the
 environment variable BOOK_ROOT (handy for a scratch copy). Nothing leaves the machine: every
-request that is not for the local server is aborted, except MathJax, which readers load from a
-CDN and which the test answers from a copy of the same npm package installed under _build/.
+request that is not for the local server is aborted, MathJax's included, so a formula is typeset
+only by the MathJax that ships with the build (sphinx-mathjax-offline, under _static/mathjax).
 """
 
 import functools
@@ -11,8 +11,6 @@ import io
 import json
 import os
 import re
-import shutil
-import subprocess
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -24,7 +22,6 @@ REPO = Path(__file__).resolve().parents[2]
 ROOT = Path(os.environ.get("BOOK_ROOT", REPO)).resolve()
 SITE = ROOT / "_build" / "html"
 SCREENSHOTS = ROOT / "_build" / "screenshots"
-MATHJAX_CACHE = REPO / "_build" / "test-cache"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",
@@ -115,60 +112,12 @@ def fetch(url: str) -> bytes:
         return response.read()
 
 
-# ---------------------------------------------------------------- MathJax from npm
+# ---------------------------------------------------------------- MathJax
 
 
-@dataclass(frozen=True)
-class MathJaxCopy:
-    """Requests under `base` (the CDN folder of the npm package) map into `package`."""
-
-    base: str  # ".../mathjax@3/" as the built pages request it
-    package: Path  # .../node_modules/mathjax
-
-    def local_file(self, url: str) -> Path | None:
-        url = url.split("#")[0].split("?")[0]
-        if not url.startswith(self.base):
-            return None
-        return self.package / url[len(self.base) :]
-
-
-def mathjax_script_urls(site: Path) -> set[str]:
-    urls = set()
-    for html in site.rglob("*.html"):
-        urls.update(
-            re.findall(r'<script[^>]*\ssrc="(https?://[^"]*mathjax[^"]*)"', html.read_text())
-        )
-    return urls
-
-
-def install_mathjax(site: Path) -> MathJaxCopy | None:
-    """The npm package the built pages load from the CDN, installed under _build/ once.
-
-    Raises RuntimeError, with what went wrong, when the URL or the install does not fit.
-    """
-    urls = mathjax_script_urls(site)
-    if not urls:
-        return None
-    # ".../npm/mathjax@3/es5/tex-mml-chtml.js": the package folder is the base of every request.
-    folders = {re.match(r"(.*/(mathjax@[^/]+)/)", url) for url in urls}
-    bases = {(m.group(1), m.group(2)) for m in folders if m}
-    if None in folders or len(bases) != 1:
-        raise RuntimeError(f"cannot map these MathJax URLs to one npm package: {sorted(urls)}")
-    ((base, spec),) = bases
-    if not re.fullmatch(r"mathjax@3(\.[\w.-]+)?", spec):
-        raise RuntimeError(f"the site loads {spec} from {base}; this test serves MathJax 3 only")
-    prefix = MATHJAX_CACHE / spec
-    package = prefix / "node_modules" / "mathjax"
-    if not (package / "package.json").exists():
-        npm = shutil.which("npm")
-        if npm is None:
-            raise RuntimeError("npm is needed to install a local copy of MathJax for the test")
-        command = [npm, "install", "--prefix", str(prefix), "--no-save", "--no-audit"]
-        command += ["--no-fund", "--loglevel=error", spec]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=300)
-        if done.returncode != 0 or not (package / "package.json").exists():
-            raise RuntimeError(f"`{' '.join(command)}` failed:\n{done.stdout}\n{done.stderr}")
-    return MathJaxCopy(base, package)
+def remote_scripts(html: str) -> list[str]:
+    """The scripts a page loads from outside the site (none should be)."""
+    return re.findall(r'<script[^>]*\ssrc="((?:https?:)?//[^"]*)"', html)
 
 
 # ---------------------------------------------------------------- the browser
@@ -176,14 +125,13 @@ def install_mathjax(site: Path) -> MathJaxCopy | None:
 
 @dataclass
 class Network:
-    """What the route handler did: requests it blocked (not for the site) and answered."""
+    """What the route handler did: the requests it blocked (not for the site)."""
 
     blocked: set[str] = field(default_factory=set)
-    mathjax: set[str] = field(default_factory=set)
 
 
-def new_context(browser, server, mathjax, dark: bool):
-    """A browser context that sees only the local site and the local MathJax."""
+def new_context(browser, server, dark: bool):
+    """A browser context that sees only the local site."""
     context = browser.new_context(
         viewport={"width": 1280, "height": 900}, color_scheme="dark" if dark else "light"
     )
@@ -197,15 +145,8 @@ def new_context(browser, server, mathjax, dark: bool):
     network = Network()
 
     def route(route):
-        url = route.request.url
-        local = mathjax.local_file(url) if mathjax else None
-        if local is None:
-            network.blocked.add(url)
-            return route.abort()
-        network.mathjax.add(url)
-        if local.is_file():
-            return route.fulfill(path=str(local))
-        return route.fulfill(status=404, body=f"{local} is not in the npm package")
+        network.blocked.add(route.request.url)
+        return route.abort()
 
     # Requests for the site go straight through; the pattern keeps them out of Python.
     context.route(re.compile(rf"^(?!{re.escape(server)}/)"), route)
@@ -317,13 +258,11 @@ def visit(context, server: str, page: Page, dark: bool = False) -> Visit:
         errors.append(f"console error: {message.text}{where}")
 
     def on_request_failed(request):
-        if request.url.startswith(site) or request.url in context.network.mathjax:
+        if request.url.startswith(site):
             failed.append(f"{request.url.removeprefix(site)} ({request.failure})")
 
     def on_response(response):
-        if response.status >= 400 and (
-            response.url.startswith(site) or response.url in context.network.mathjax
-        ):
+        if response.status >= 400 and response.url.startswith(site):
             failed.append(f"{response.url.removeprefix(site)} (HTTP {response.status})")
 
     tab.on("console", on_console)

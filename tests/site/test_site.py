@@ -14,6 +14,7 @@ from sitecheck import (
     PAGES,
     ROOT,
     SCREENSHOTS,
+    SITE,
     border_colour,
     fetch,
     has_math,
@@ -21,6 +22,7 @@ from sitecheck import (
     in_ci,
     luminance,
     page_url,
+    remote_scripts,
     visit,
 )
 
@@ -55,6 +57,12 @@ def test_page_loads_without_errors(page, visits):
     problems += seen.console_errors
     problems += [f"request for a file of the site failed: {r}" for r in seen.failed_requests]
     check(page, problems)
+
+
+def test_no_script_comes_from_outside(page):
+    # Offline reading: MathJax and every other script ship with the build.
+    html = (SITE / page.html).read_text()
+    check(page, [f"loads {url} from outside the site" for url in remote_scripts(html)])
 
 
 def test_every_image_loads(page, visits, server):

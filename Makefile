@@ -54,9 +54,9 @@ bench: $(STAMP) data
 	$(PY) benchmarks/report.py
 
 # Apply each deliberate break in mutants/*.patch to a scratch copy; every one must fail a test.
-# Not part of `make test`: it runs the unit tests once per break (minutes).
+# Not part of `make test`: it runs the unit tests once per break (minutes). JOBS=2 runs two at once.
 mutants: $(STAMP) data
-	$(PY) mutants/run.py
+	$(PY) mutants/run.py --jobs $(JOBS)
 
 # The unit tests and every chapter (nbval) under three CPU kernel paths: native, avx2, default (SSE).
 # Not part of `make test` (it runs the suite once per path). Select with PATHS="avx2 default",

@@ -1,6 +1,6 @@
 """Apply each break in mutants/*.patch to a scratch copy of the repo, run the tests, report.
 
-Usage: python mutants/run.py [--no-baseline] [PATCH ...]   (no PATCH: every mutants/*.patch)
+Usage: python mutants/run.py [--no-baseline] [--jobs N] [PATCH ...]   (no PATCH: every patch)
 
 First the tests the patches name run once on an unpatched scratch copy (the baseline): they must
 pass, or a failure under a patch would prove nothing. Then a break is caught when the tests fail
@@ -13,6 +13,7 @@ checks where `vae_tutorial` is imported from before running the tests.
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import shutil
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,16 +99,28 @@ def run_one(patch: Path | None, tests: list[str]) -> str:
 
 
 def main(argv: list[str]) -> int:
-    baseline = "--no-baseline" not in argv
-    argv = [a for a in argv if a != "--no-baseline"]
-    patches = [Path(a).resolve() for a in argv] or sorted((ROOT / "mutants").glob("*.patch"))
+    parser = argparse.ArgumentParser(description="Apply each break, run its tests, report.")
+    parser.add_argument("patches", nargs="*", type=Path, help="default: every mutants/*.patch")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the unpatched run")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        choices=range(1, 17),
+        metavar="N",
+        help="patches run at once, each with one torch thread (1 to 16; default 1)",
+    )
+    args = parser.parse_args(argv)
+    patches = [p.resolve() for p in args.patches] or sorted((ROOT / "mutants").glob("*.patch"))
     if not patches:
         print("no patches in mutants/", file=sys.stderr)
         return 1
     if not PYTHON.exists():
         print(f"error: expected {PYTHON}; run `make test` once to create .venv", file=sys.stderr)
         return 1
-    if baseline:
+    if args.jobs > 1:
+        os.environ["OMP_NUM_THREADS"] = "1"  # N patches at once share the cores
+    if not args.no_baseline:
         named = {t: None for patch in patches for t in tests_named(patch)}
         tests = ["tests"] if "tests" in named else list(named)
         start = time.monotonic()
@@ -117,11 +131,15 @@ def main(argv: list[str]) -> int:
         if not passed:
             print("the tests fail without any patch: fix them first", file=sys.stderr)
             return 1
-    results = {}
-    for patch in patches:
+
+    def one(patch: Path) -> str:
         start = time.monotonic()
-        results[patch.name] = run_one(patch, tests_named(patch))
-        print(f"{patch.name}: {results[patch.name]} ({time.monotonic() - start:.0f} s)", flush=True)
+        result = run_one(patch, tests_named(patch))
+        print(f"{patch.name}: {result} ({time.monotonic() - start:.0f} s)", flush=True)
+        return result
+
+    with ThreadPoolExecutor(args.jobs) as pool:
+        results = dict(zip((p.name for p in patches), pool.map(one, patches), strict=True))
     caught = sum(r.startswith("caught") for r in results.values())
     print(f"{caught} of {len(results)} breaks caught")
     return 0 if caught == len(results) else 1

@@ -9,9 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
+from vae_tutorial.config import ModelConfig
 from vae_tutorial.explorer import LIMIT
 from vae_tutorial.explorer_widget import LatentExplorer
-from vae_tutorial.models import VAE, ModelConfig
+from vae_tutorial.models import VAE
 
 pytest.importorskip("ipywidgets")
 

@@ -4,8 +4,9 @@ batches in order, the likelihood it is told to score with, and bounds that hold 
 import pytest
 import torch
 
+from vae_tutorial.config import ModelConfig
 from vae_tutorial.iwae import dataset_bound, importance_weighted_bound, log_importance_weights
-from vae_tutorial.models import ModelConfig, build_model
+from vae_tutorial.models import build_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

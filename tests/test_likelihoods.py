@@ -6,6 +6,7 @@ through every consumer that shows a decoded image (sampling, reconstruction) or 
 import pytest
 import torch
 
+from vae_tutorial.config import ModelConfig
 from vae_tutorial.explorer_widget import LatentExplorer
 from vae_tutorial.likelihoods import (
     continuous_bce,
@@ -14,7 +15,7 @@ from vae_tutorial.likelihoods import (
     continuous_bernoulli_mean,
     likelihood_mean,
 )
-from vae_tutorial.models import ModelConfig, build_model
+from vae_tutorial.models import build_model
 from vae_tutorial.sampling import decode_grid, latent_grid, reconstruct
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -8,13 +8,14 @@ import pytest
 import torch
 
 from vae_tutorial.checks import model_kind
+from vae_tutorial.config import ModelConfig
 from vae_tutorial.evaluate import encode_dataset, evaluate_elbo
 from vae_tutorial.explorer import export_decoder
 from vae_tutorial.explorer_widget import LatentExplorer
 from vae_tutorial.hierarchical_scores import evaluate_hierarchical_elbo, hierarchical_dataset_bound
 from vae_tutorial.inference_gap import gaussian_elbo, inference_gaps
 from vae_tutorial.iwae import dataset_bound, importance_weighted_bound
-from vae_tutorial.models import VAE, ModelConfig, build_model
+from vae_tutorial.models import VAE, build_model
 from vae_tutorial.plots import plot_manifold
 from vae_tutorial.sampling import decode_grid, interpolate, reconstruct, sample_prior
 

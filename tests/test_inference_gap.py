@@ -136,6 +136,9 @@ def test_the_gaps_add_up_and_match_the_integrals(model_and_x):
     assert torch.isfinite(chi2).all()
     assert ((gaps["bound_encoder"].double() - log_px).abs() < tolerance).all()
     assert ((gaps["log_px"].double() - log_px).abs() < tolerance).all(), (gaps, log_px, tolerance)
+    # each L_k is a lower bound: the estimate of log p(x) is the tighter one, on every image
+    assert (gaps["log_px"] >= gaps["bound_encoder"]).all()
+    assert (gaps["log_px"] >= gaps["bound_optimal"]).all()
     # (a - b) + (b - c) against a - c: b, a - b and a - c are exact (Sterbenz: the ELBOs and the
     # bound lie within a factor 2 of each other), so only the sum rounds: half an ulp of it
     total = gaps["approximation_gap"] + gaps["amortization_gap"]

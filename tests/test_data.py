@@ -124,6 +124,19 @@ def test_dynamic_binarization_draws_a_fresh_sample_each_pass():
     assert abs(first.mean() - 0.3) < 5 * (0.3 * 0.7 / n) ** 0.5
 
 
+def test_dynamic_binarization_keeps_each_pixel_probability():
+    """Column j of p = j/10 is binarized to mean p_j (within 5 standard errors), 0 and 1 exactly."""
+    p = torch.linspace(0, 1, 11).expand(4000, 11).contiguous()
+    batches = Batches(p, torch.zeros(4000, dtype=torch.int64), 4000, binarize="dynamic", seed=3)
+    x, _ = next(iter(batches))
+    assert x.dtype == p.dtype and set(x.unique().tolist()) <= {0.0, 1.0}
+    se = (p[0] * (1 - p[0]) / len(x)).sqrt()
+    assert ((x.mean(0) - p[0]).abs() <= 5 * se).all()
+    labels = torch.zeros(4000, dtype=torch.int64)
+    again, _ = next(iter(Batches(p, labels, 4000, binarize="dynamic", seed=3)))
+    assert torch.equal(x, again)
+
+
 def with_value(value: float) -> torch.Tensor:
     images = torch.zeros(3, 2)
     images[1, 1] = value

@@ -132,8 +132,10 @@ class Batches:
             index = order[i * self.batch_size : (i + 1) * self.batch_size]
             x = self.images[index]
             if self.binarize == "dynamic":
-                # a fresh x ~ Bernoulli(pixel) each pass
-                x = torch.bernoulli(x, generator=self.generator)
+                # a fresh x ~ Bernoulli(pixel) each pass: P(u < pixel) = pixel for u ~ U[0, 1),
+                # the same draw as torch.bernoulli at the cost of a uniform and a comparison
+                u = torch.rand(x.shape, device=device, generator=self.generator)
+                x = (u < x).to(x.dtype)
             if self.world_size > 1:  # this rank's rows of the global batch, (B/N, ...)
                 local = self.batch_size // self.world_size
                 shard = slice(self.rank * local, (self.rank + 1) * local)

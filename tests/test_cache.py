@@ -5,7 +5,7 @@ from dataclasses import fields, replace
 import pytest
 import torch
 
-from vae_tutorial import cache, checkpoint, train
+from vae_tutorial import cache, checkpoint, data, train
 from vae_tutorial.cache import config_key, trained_model
 from vae_tutorial.checkpoint import CheckpointError, load_checkpoint
 from vae_tutorial.config import ModelConfig, TrainConfig
@@ -80,6 +80,12 @@ def test_every_field_of_both_configs_changes_the_key():
 def test_another_checkpoint_version_changes_the_key(monkeypatch):
     key = config_key(SMALL, TINY)
     monkeypatch.setattr(checkpoint, "CHECKPOINT_VERSION", checkpoint.CHECKPOINT_VERSION + 1)
+    assert config_key(SMALL, TINY) != key
+
+
+def test_another_draw_of_the_binary_images_changes_the_key(monkeypatch):
+    key = config_key(SMALL, TINY)
+    monkeypatch.setattr(data, "DYNAMIC_DRAW", "torch.bernoulli")
     assert config_key(SMALL, TINY) != key
 
 

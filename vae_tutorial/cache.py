@@ -1,9 +1,10 @@
 """The cache of trained models: chapters share a finished run instead of training it again.
 
 A run is stored as its checkpoint, `<cache_dir>/<config_key>.pt`, so an interrupted run resumes
-where it stopped. The key hashes the fields of both configs that differ from their defaults, and
-`CHECKPOINT_VERSION`: a package that writes another checkpoint format never reads an old cache
-file, it trains the model again, and an option added later, off by default, keeps every key.
+where it stopped. The key hashes the fields of both configs that differ from their defaults,
+`CHECKPOINT_VERSION` and `data.DYNAMIC_DRAW`: a package that writes another checkpoint format, or
+draws its binary images another way, never reads an old cache file, it trains the model again;
+an option added later, off by default, keeps every key.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from vae_tutorial import checkpoint
+from vae_tutorial import checkpoint, data
 from vae_tutorial.config import ModelConfig, TrainConfig, changed, resolve
 from vae_tutorial.download import default_root
 from vae_tutorial.train import FitResult, fit
@@ -31,6 +32,7 @@ def config_key(model_config: ModelConfig, train_config: TrainConfig) -> str:
             "model": changed(model_config),
             "train": changed(train_config),
             "checkpoint_version": checkpoint.CHECKPOINT_VERSION,
+            "dynamic_draw": data.DYNAMIC_DRAW,
         },
         sort_keys=True,
     )

@@ -20,6 +20,10 @@ from vae_tutorial import device as devices
 from vae_tutorial.config import Binarize, TestBinarize
 from vae_tutorial.download import default_root, ensure_mnist
 
+# How dynamic binarization draws x ~ Bernoulli(pixel); a model trained with another draw sees
+# another random stream, so the draw is part of a cached model's key (cache.config_key).
+DYNAMIC_DRAW = "uniform < pixel"
+
 
 def load_mnist(
     split: str = "train",
@@ -134,7 +138,7 @@ class Batches:
             if self.binarize == "dynamic":
                 # a fresh x ~ Bernoulli(pixel) each pass: P(u < pixel) = pixel for u ~ U[0, 1),
                 # the same draw as torch.bernoulli at the cost of a uniform and a comparison
-                u = torch.rand(x.shape, device=device, generator=self.generator)
+                u = torch.rand(x.shape, device=device, generator=self.generator)  # DYNAMIC_DRAW
                 x = (u < x).to(x.dtype)
             if self.world_size > 1:  # this rank's rows of the global batch, (B/N, ...)
                 local = self.batch_size // self.world_size

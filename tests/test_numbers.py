@@ -1,14 +1,16 @@
-"""Every measured number or quantity word in a chapter's prose is pinned by an assert beside it.
+"""Every measured number or quantity word in a chapter's prose is pinned by its section's checks.
 
 The rule, for each markdown cell of a chapter (exercise solutions in dropdowns included) and for
 book/index.md (no code cells: its measured tables are generated, between "<!-- begin: generated"
 and "<!-- end: generated -->"):
-1. A number typed in prose must appear, written as in the prose, as a literal of an `assert` in
-   the code cell directly before or after the cell ("92%" may be pinned as 92 or 0.92, "3.0x" as
-   3.0, "-100.18" as 100.18 under a unary minus, "5,000" as 5000 or 5_000).
+1. A number typed in prose must appear, written as in the prose, as a literal of an `assert` in a
+   check cell (tests/chapter_cells.py: tagged and folded) of the same section, a section being the
+   cells from one `## ` heading to the next ("92%" may be pinned as 92 or 0.92, "3.0x" as 3.0,
+   "-100.18" as 100.18 under a unary minus, "5,000" as 5000 or 5_000).
 2. A quantity in words ("twice", "about half", "mostly", "all 20 dimensions", "more than" in a
-   sentence with a number or a measured noun, ...) needs an assert in one of those two cells whose
-   line carries a comment containing the phrase, e.g. `assert r > 2  # "more than twice"`.
+   sentence with a number or a measured noun, ...) needs an assert in one of the section's
+   check cells whose line carries a comment containing the phrase, e.g.
+   `assert r > 2  # "more than twice"`.
 3. Not claims: math, `code` and roles, link targets, heading, list and link numbering, references
    ("chapter 4", "exercise 2"), versions, years next to an author, labels ("2-D", "z2", "1s"),
    literals of the chapter's Settings cell, the constants in DEFINITIONS (single digits too, but
@@ -27,6 +29,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from chapter_cells import is_check_cell
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures" / "numbers"
@@ -242,8 +245,8 @@ def unbacked(
     for m in numbers if CITE not in sentence else []:
         if not is_free(m, sentence, allowed) and not pins(m[1], m[2]) & literals:
             literal = " or ".join(sorted(pins(m[1], m[2]), key=len))
-            fix = f"pin it: {literal} as a literal of an assert in the code cell directly before"
-            fix += " or after, tolerance from a measured spread (a definition: Settings, $math$)"
+            fix = f"pin it: {literal} as a literal of an assert in the check cell of its section,"
+            fix += " tolerance from a measured spread (a definition: Settings, $math$)"
             found.append((m[0], fix))
     if re.search(r"\bexpect", sentence, re.I):
         return found
@@ -252,7 +255,13 @@ def unbacked(
     for w in (w for pattern in WORDS + scoped for w in re.finditer(pattern, used, re.I)):
         phrase = " ".join(w[0].lower().split())
         if phrase not in comments:
-            found.append((w[0], f'back it: an assert beside it whose line ends with  # "{phrase}"'))
+            found.append(
+                (
+                    w[0],
+                    f"back it: an assert in its section's check cell whose line ends with"
+                    f'  # "{phrase}"',
+                )
+            )
     return found
 
 
@@ -266,15 +275,24 @@ def check(path: Path) -> list[Violation]:
     else:
         cells = json.loads(path.read_text())["cells"]
     settings = settings_numbers(cells)
-    found = []
+    section, prose = 0, []  # prose: (cell index, section, markdown)
+    literals: dict[int, set[str]] = {}
+    comments: dict[int, str] = {}
     for i, cell in enumerate(cells):
-        if cell["cell_type"] != "markdown":
-            continue
-        facts = [code_facts(cells[j]) for j in (i - 1, i + 1) if 0 <= j < len(cells)]
-        literals = set().union(*(f[0] for f in facts))
-        comments = " ".join(f[1] for f in facts)
-        for sentence in sentences("".join(cell["source"])):
-            claims = unbacked(sentence, DEFINITIONS | settings, literals, comments)
+        if cell["cell_type"] == "markdown":
+            for part in re.split(r"(?m)^(?=## )", "".join(cell["source"])):
+                section += part.startswith("## ")
+                prose.append((i, section, part))
+        elif is_check_cell(cell):
+            numbers, notes = code_facts(cell)
+            literals[section] = literals.get(section, set()) | numbers
+            comments[section] = comments.get(section, "") + " " + notes
+    found = []
+    for i, at, markdown in prose:
+        for sentence in sentences(markdown):
+            claims = unbacked(
+                sentence, DEFINITIONS | settings, literals.get(at, set()), comments.get(at, "")
+            )
             shown = sentence.replace(CITE, "{cite}")
             found += [Violation(path.stem, i, text, shown, fix) for text, fix in claims]
     return found
@@ -283,7 +301,8 @@ def check(path: Path) -> list[Violation]:
 # Planted violations, each caught by name; their backed twins must pass.
 CAUGHT = {
     "unpinned_number": ["102.2"],
-    "assert_two_cells_away": ["102.2"],
+    "assert_in_another_section": ["102.2"],
+    "assert_outside_a_check_cell": ["102.2"],
     "other_precision": ["102.2"],
     "twice_unbacked": ["twice"],
     "about_half_unbacked": ["half"],

@@ -249,6 +249,21 @@ def test_compile_falls_back_to_eager_with_one_warning(one_epoch, monkeypatch):
     assert same_weights(compiled.model, one_epoch[0].model)
 
 
+def test_a_compiled_model_trains_as_the_eager_one(one_epoch, monkeypatch):
+    """fit(compile=True) runs the compiled module (Dynamo's eager backend: the same arithmetic)."""
+    compiled_calls = []
+    real = torch.compile
+
+    def eager_backend(model, **kwargs):
+        compiled_calls.append(model)
+        return real(model, backend="eager", **kwargs)
+
+    monkeypatch.setattr(torch, "compile", eager_backend)
+    compiled = fit(SMALL, replace(TINY, compile=True), device=CPU, progress=False)
+    assert any(isinstance(m, torch.nn.Module) for m in compiled_calls)
+    assert same_weights(compiled.model, one_epoch[0].model)
+
+
 def test_zero_epochs_returns_and_saves_the_initial_model_without_loading_data(
     monkeypatch, tmp_path
 ):

@@ -67,7 +67,9 @@ def compiled(model: nn.Module, device: torch.device) -> Callable[..., Any]:
             f"torch.compile is unavailable on {device} ({reason}); running eager", stacklevel=3
         )
         return model
-    return torch.compile(model)
+    # static shapes: the last, smaller batch gets its own graph; a symbolic batch size breaks
+    # torch.randn(shape, generator=...) in the reparameterization
+    return torch.compile(model, dynamic=False)
 
 
 def _in_jupyter() -> bool:

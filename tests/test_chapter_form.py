@@ -92,3 +92,46 @@ def test_every_figure_has_alt_text(path):
         and not c["metadata"].get("mystnb", {}).get("image", {}).get("alt", "").strip()
     ]
     assert missing == [], f"cells {missing}: set metadata mystnb.image.alt (what the figure shows)"
+
+
+PLOTTING = re.compile(r"\b(?:plt|ax|axes|fig|left|right)\.|\bshow_images\(|\bimshow\(")
+WINDOW = 4  # lines: a block this long, written twice, belongs in `plots`
+
+
+def code_lines(path: Path) -> list[list[str]]:
+    """Each code cell's lines, stripped, without blanks, comments and lone brackets."""
+    out = []
+    for cell in cells(path):
+        if cell["cell_type"] == "code":
+            lines = (ln.strip() for ln in "".join(cell["source"]).splitlines())
+            out.append([ln for ln in lines if ln and not ln.startswith("#") and ln not in ")]}"])
+    return out
+
+
+def repeated_plotting_blocks(paths: list[Path]) -> dict[tuple[str, ...], set[str]]:
+    """Blocks of WINDOW lines, at least one of them plotting, found in two or more notebooks."""
+    found: dict[tuple[str, ...], set[str]] = {}
+    for path in paths:
+        for lines in code_lines(path):
+            for i in range(len(lines) - WINDOW + 1):
+                block = tuple(lines[i : i + WINDOW])
+                if any(PLOTTING.search(ln) for ln in block):
+                    found.setdefault(block, set()).add(path.stem)
+    return {block: where for block, where in found.items() if len(where) > 1}
+
+
+def test_the_scan_finds_a_plotting_block_written_in_two_chapters(tmp_path):
+    block = 'fig, ax = plt.subplots()\nax.plot(x, y)\nax.set(title="t")\nax.grid(alpha=0.3)\n'
+    for name in ("a", "b"):
+        cell = {"cell_type": "code", "metadata": {}, "source": [f"x = 1\n{block}"]}
+        (tmp_path / f"{name}.ipynb").write_text(json.dumps({"cells": [cell]}))
+    found = repeated_plotting_blocks(sorted(tmp_path.glob("*.ipynb")))
+    assert found and all(where == {"a", "b"} for where in found.values())
+    (tmp_path / "b.ipynb").unlink()
+    assert repeated_plotting_blocks(sorted(tmp_path.glob("*.ipynb"))) == {}
+
+
+def test_no_plotting_block_is_repeated_across_chapters():
+    repeated = repeated_plotting_blocks(NOTEBOOKS)
+    shown = [f"{sorted(where)}: {' / '.join(block)}" for block, where in repeated.items()]
+    assert not repeated, "make these a function in vae_tutorial.plots:\n" + "\n".join(shown)

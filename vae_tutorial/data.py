@@ -137,9 +137,9 @@ class Batches:
             x = self.images[index]
             if self.binarize == "dynamic":
                 # a fresh x ~ Bernoulli(pixel) each pass: P(u < pixel) = pixel for u ~ U[0, 1),
-                # the same draw as torch.bernoulli at the cost of a uniform and a comparison
+                # drawn as a uniform and compared in place (lt_ writes 1.0 or 0.0 into u)
                 u = torch.rand(x.shape, device=device, generator=self.generator)  # DYNAMIC_DRAW
-                x = (u < x).to(x.dtype)
+                x = u.lt_(x)
             if self.world_size > 1:  # this rank's rows of the global batch, (B/N, ...)
                 local = self.batch_size // self.world_size
                 shard = slice(self.rank * local, (self.rank + 1) * local)

@@ -56,7 +56,7 @@ def test_real_files_match_the_official_checksums():
 def test_files_on_disk_are_used_as_they_are(tmp_path, capsys):
     copy_real_files(tmp_path)
     assert ensure_mnist(tmp_path) == tmp_path / "MNIST" / "raw"
-    assert "source: already on disk; fetched from: not recorded" in capsys.readouterr().out
+    assert "already on disk; fetched from: not recorded" in capsys.readouterr().out
 
 
 def test_mirror_wheel_rebuilds_the_official_files(tmp_path):

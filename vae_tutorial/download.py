@@ -185,7 +185,7 @@ def ensure_mnist(root: str | Path | None = None, *, verbose: bool = True) -> Pat
     if not missing:
         record = raw / SOURCE_RECORD
         origin = record.read_text().strip() if record.is_file() else "not recorded"
-        say(f"MNIST: 4 verified files in {raw} (source: already on disk; fetched from: {origin})")
+        say(f"MNIST: 4 verified files in {raw}\n  already on disk; fetched from: {origin}")
         return raw
     for name in missing:
         if (raw / name).exists():
@@ -214,7 +214,7 @@ def ensure_mnist(root: str | Path | None = None, *, verbose: bool = True) -> Pat
                 _place(fetched / name, raw / name)
             (Path(staging) / SOURCE_RECORD).write_text(source + "\n")
             _place(Path(staging) / SOURCE_RECORD, raw / SOURCE_RECORD)
-        say(f"MNIST: fetched {len(missing)} file(s) into {raw} (source: {source})")
+        say(f"MNIST: fetched {len(missing)} file(s) into {raw}\n  source: {source}")
         return raw
     raise MNISTUnavailable(
         "could not get MNIST. Tried:\n  - "

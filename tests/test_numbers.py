@@ -148,6 +148,7 @@ def sentences(markdown: str) -> list[str]:
         (r"\$\$.*?\$\$|\\\[.*?\\\]|\\\(.*?\\\)|\\begin\{(\w+\*?)\}.*?\\end\{\1\}", HIDDEN),
         (r"\$[^$]+\$", HIDDEN),
         (r"\{cite(?::\w+)?\}`[^`]*`", CITE),
+        (r"\[[^\]\n]*\]\(references\.md#[^)]*\)", CITE),  # a citation written as a link
         (r"\{[\w:-]+\}`[^`]*`", HIDDEN),
         (r"(`+).+?\1", HIDDEN),
         (r"\[\d+\.\s", "["),  # a numbered link, "[10. Evaluating ...](10_evaluation.ipynb)"

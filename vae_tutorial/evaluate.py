@@ -16,9 +16,10 @@ comparable: a density on $[0, 1]^P$ is not a probability on $\{0, 1\}^P$.
 
 ## Active units (Burda et al. 2016)
 
-A latent dimension $u$ is active when the encoder's mean moves with the input: $A_u =
-\mathrm{Cov}_x\big(\mathbb E_{q(z \mid x)}[z_u]\big) > 0.01$. An inactive dimension typically has
-$q(z_u \mid x) \approx p(z_u)$ for every $x$, and its KL per latent is close to 0.
+A latent dimension $j$ is active when the encoder's mean moves with the input: $A_j =
+\mathrm{Var}_x\big(\mathbb E_{q(z \mid x)}[z_j]\big) > 0.01$ (Burda et al. write $A_u$ for unit
+$u$). An inactive dimension typically has $q(z_j \mid x) \approx p(z_j)$ for every $x$, and its KL
+per latent is close to 0.
 
 Every function refuses a model with NaN or inf weights (a diverged run) before it computes
 anything, rather than return NaN.
@@ -205,5 +206,5 @@ def active_units(
 
 def active(means: Tensor, threshold: float) -> tuple[int, Tensor]:
     """Count of units with Var_x(E_q[u]) > threshold, and the variances: means (N, D) -> (D,)."""
-    variances = means.var(0)  # $A_u = \mathrm{Cov}_x(\mathbb E_q[u])$, the diagonal, (D,)
+    variances = means.var(0)  # $A_j = \mathrm{Var}_x(\mathbb E_q[z_j])$, (D,)
     return int((variances > threshold).sum()), variances

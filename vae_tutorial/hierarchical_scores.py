@@ -1,8 +1,9 @@
 r"""Scoring the two-layer model (`hierarchical.HierarchicalVAE`) as `evaluate` scores the VAE.
 
 Its one-sample ELBO and L_k over a data set, each from one seeded generator, and its active units
-per stochastic layer: Burda et al.'s $A_u = \mathrm{Cov}_x\big(\mathbb E_{q(u \mid x)}[u]\big)
-> 10^{-2}$ (`evaluate.active`). For $z_1$, $\mathbb E_q[z_1 \mid x] = \mu_1(x)$. For $z_2$,
+per stochastic layer: $A_j = \mathrm{Var}_x\big(\mathbb E_q[z_j \mid x]\big) > 10^{-2}$ for
+each dimension $j$ of the layer (Burda et al.'s $A_u$; `evaluate.active`). For $z_1$,
+$\mathbb E_q[z_1 \mid x] = \mu_1(x)$. For $z_2$,
 $\mathbb E_q[z_2 \mid x] = \mathbb E_{q(z_1 \mid x)}[\mu_2(z_1)]$ has no closed form: it is the
 mean of $\mu_2(z_1)$ over $S$ draws of $z_1$, which adds at most
 $\frac1S \mathbb E_x \mathrm{Var}_{q(z_1 \mid x)}[\mu_2(z_1)]$ to each variance.
@@ -88,7 +89,7 @@ def active_units_per_layer(
 
     E_q[z1|x] = mu1(x); E_q[z2|x] = E_{q(z1|x)}[mu2(z1)] has no closed form: it is the mean of
     mu2(z1) over `samples` draws of z1, which adds at most E_x Var_q[mu2(z1)] / samples to each
-    variance (Burda et al. 2016's A_u, per layer)."""
+    variance (A_j of Burda et al. 2016, per layer)."""
     check_hierarchical("active_units_per_layer", model, images, at_least=2)
     threshold = checks.real("threshold", threshold, low=0.0)
     samples = checks.positive_int("samples", samples)

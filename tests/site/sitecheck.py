@@ -198,8 +198,18 @@ COLLECT = r"""
   const download = document.querySelector('a.btn-download-source-button');
   const nav = Array.from(document.querySelectorAll('.bd-sidebar-primary a[href]'))
     .map((a) => a.href.split('#')[0]);
+  // Blocks a reader would have to scroll sideways: code, outputs and tables wider than their box.
+  const wide = Array.from(document.querySelectorAll('article pre, article table'))
+    .filter((el) => el.clientWidth > 0 && el.scrollWidth > el.clientWidth + 1)
+    .map((el) => `<${el.localName}> ${el.scrollWidth}px in ${el.clientWidth}px: `
+      + `"${oneLine(el.textContent).slice(0, 60)}..."`);
+  // Figures of a chapter's outputs without a text alternative.
+  const noAlt = Array.from(document.querySelectorAll('article .cell_output img'))
+    .filter((img) => !(img.getAttribute('alt') || '').trim())
+    .map((img) => tag(img, 'src'));
+  const nbval = /NBVAL/i.test(document.body.textContent);
   return {
-    images, math, raw, links, nav,
+    images, math, raw, links, nav, wide, noAlt, nbval,
     colab: colab ? { element: tag(colab, 'href'), href: colab.href } : null,
     download: download ? { element: tag(download, 'href'), href: download.href } : null,
     theme: document.documentElement.dataset.theme || '',

@@ -92,6 +92,20 @@ def test_math_is_typeset(page, visits):
     check(page, problems)
 
 
+def test_no_block_scrolls_sideways_at_1280_px(page, visits):
+    # Code, outputs and tables fit the page (the book's code is at most 78 characters).
+    check(page, [f"scrolls sideways: {block}" for block in visits(page).data["wide"]])
+
+
+def test_every_figure_has_alt_text(page, visits):
+    check(page, [f"{img} has no alt text" for img in visits(page).data["noAlt"]])
+
+
+def test_no_test_marker_shows(page, visits):
+    # nbval's markers are cell tags, never text a reader sees (folded checks included).
+    check(page, ["shows the text NBVAL"] if visits(page).data["nbval"] else [])
+
+
 def test_internal_links_resolve(page, visits, server):
     problems = []
     for link in visits(page).data["links"]:

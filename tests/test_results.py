@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from vae_tutorial import results
-from vae_tutorial.reference_table import LITERATURE, PROTOCOL, SCORES, reference_table
+from vae_tutorial.reference_table import LITERATURE, PROTOCOL, SCORES, SOURCES, reference_table
 from vae_tutorial.results import (
     FORMAT_VERSION,
     Result,
@@ -301,9 +301,12 @@ def test_the_table_splits_into_scores_and_protocol_for_a_narrow_page(tmp_path):
     whole = _table_rows(reference_table(tmp_path))
     scores = _table_rows(reference_table(tmp_path, columns=SCORES))
     protocol = _table_rows(reference_table(tmp_path, columns=PROTOCOL))
+    sources = _table_rows(reference_table(tmp_path, columns=SOURCES))
     assert list(scores[0]) == SCORES and list(protocol[0]) == PROTOCOL
-    for row, left, right in zip(whole, scores, protocol, strict=True):  # the same cells, split
-        assert row == {**row, **left, **right}
+    assert list(sources[0]) == SOURCES
+    assert set(SCORES) | set(PROTOCOL) | set(SOURCES) == set(whole[0])  # every column shown
+    for row, *parts in zip(whole, scores, protocol, sources, strict=True):  # the same cells
+        assert all(row == {**row, **part} for part in parts)
     with pytest.raises(ValueError, match="unknown columns \\['nats'\\]; choose from"):
         reference_table(tmp_path, columns=["model", "nats"])
 

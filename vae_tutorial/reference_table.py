@@ -76,9 +76,10 @@ HEADER = [
     "protocol",
     "source",
 ]
-# The book's page is narrower than README: chapter 10 shows the table in two parts.
+# The book's page is narrower than README: chapter 10 shows the table in three parts.
 SCORES = ["model", "estimator", "test -ELBO", "test -log p(x)", "bits/dim", "active units"]
-PROTOCOL = ["model", "trained on", "binarization", "protocol", "source"]
+PROTOCOL = ["model", "trained on", "binarization", "protocol"]
+SOURCES = ["model", "source"]
 
 
 def reference_runs(directory: str | Path | None = None) -> list[Result]:
@@ -139,7 +140,7 @@ def reference_table(
 
     Each row states its binarization, its estimator and its protocol; figures under different
     binarizations are not comparable. cite=True writes sources as {cite} roles (the book), else
-    as author-year text (README). columns: the HEADER columns to show (SCORES, PROTOCOL).
+    as author-year text (README). columns: the HEADER columns to show (SCORES, PROTOCOL, SOURCES).
     """
     unknown = [name for name in columns if name not in HEADER]
     if unknown:

@@ -291,6 +291,9 @@ def test_the_reference_table_shows_complete_runs_beside_the_literature(tmp_path)
     # the example's printed test loss is a -ELBO in nats, quoted as "about": not a -log p(x)
     assert classic["test -ELBO"] == "about 105" and classic["test -log p(x)"] == ""
     assert "{cite}`burda2016importance`" in reference_table(tmp_path, cite=True)
+    assert run["source"].startswith("this book: `benchmarks/results/reference-")
+    book = {r["model"]: r for r in _table_rows(reference_table(tmp_path, cite=True))}
+    assert book["784-400-20 MLP VAE, seed 0"]["source"].startswith("this book: `reference-")
     block = report.reference_block(tmp_path)
     assert "took 0.2 h of wall time" in block and "20 epochs at 6.0 s each" in block
     assert "then 10 min of test scoring" in block

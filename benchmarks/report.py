@@ -19,14 +19,14 @@ when a chapter of _toc.yml has no run time.
 
 from __future__ import annotations
 
-import math
 import sys
 from pathlib import Path
 
 import yaml
 from arguments import OneLineParser  # beside this file
 
-from vae_tutorial.reference_table import LITERATURE, projection, reference_runs, reference_table
+from vae_tutorial.projection import projection, verdict
+from vae_tutorial.reference_table import LITERATURE, reference_runs, reference_table
 from vae_tutorial.results import (
     Result,
     chapter_number,
@@ -154,26 +154,40 @@ def reference_block(directory: Path | None = None) -> str:
             "test scoring.\n"
         )
         text += "  " + projection_line(run) + "\n"
+    if any("train_seconds" in run.one(row="time") for run in runs):
+        text += "\n" + CAVEAT + "\n"
     return text.rstrip("\n")
 
 
+VERDICTS = {  # projection.verdict's words, as README says them
+    "reaches": "every fit is below it",
+    "never": "every fit stays above it, even at t -> inf",
+    "undecided": "not settled (above it at that length on some fit, below it at t -> inf on some)",
+}
+CAVEAT = (
+    "The projections extrapolate one seed's curve, at a constant learning rate where Burda et al. "
+    "decay theirs, from a few hundred epochs to thousands: ranges over fits, not forecasts."
+)
+
+
 def projection_line(run: Result) -> str:
-    """Where the run's validation curve leads (reference_table.projection), against Burda et al."""
-    figures = [figure for figure in LITERATURE if figure["likelihood"]]
+    """Where the run's validation curve leads (vae_tutorial.projection), against Burda et al."""
     try:
-        fits = [projection(run, goal=figure["nats"]) for figure in figures]
+        fit = projection(run)
     except ValueError as error:
         return f"Its curve is too short to project ({error})."
-    reach = [
-        f"{figure['nats']} nats after about {fit['epochs']:,.0f} epochs ({fit['hours']:.0f} h at "
-        f"{fit['seconds_per_epoch']:.1f} s each)"
-        if math.isfinite(fit["epochs"])
-        else f"{figure['nats']} nats at no number of epochs"
-        for figure, fit in zip(figures, fits, strict=True)
-    ]
+    (low, high), (floor, ceiling) = fit["value_at"], fit["asymptote"]
+    goals = "; ".join(
+        f"{figure['nats']}: {VERDICTS[verdict(fit, figure['nats'])]}"
+        for figure in LITERATURE
+        if figure["likelihood"]
+    )
+    hours = fit["at"] * fit["seconds_per_epoch"] / 3600
     return (
-        f"Its validation curve, fitted as a + b t^-c, levels off at {fits[0]['asymptote']:.2f} "
-        f"nats of projected test -log p(x): it would reach {'; '.join(reach)}."
+        f"Its validation curve, fitted as a + b t^-c on {len(fit['fits'])} windows, projects "
+        f"{low:.2f} to {high:.2f} nats of test -log p(x) at {fit['at']:,} epochs (asymptotes "
+        f"{floor:.2f} to {ceiling:.2f}; {goals}); {fit['at']:,} epochs at its median "
+        f"{fit['seconds_per_epoch']:.1f} s each would take about {hours:.0f} h."
     )
 
 

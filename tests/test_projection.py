@@ -83,6 +83,8 @@ def test_the_verdict_says_never_only_when_every_asymptote_is_above_the_goal():
     fit = projection(run(range(10, 410, 10)))  # value at 3280: 85.70, asymptote 85.00
     assert verdict(fit, goal=86.0) == "reaches"
     assert verdict(fit, goal=84.9) == "never"
+    # above 85.5 at 3,280 epochs, below it in the limit: "never" would say more than the fits do
+    assert verdict(fit, goal=85.5) == "undecided"
     noisy = projection(run(range(10, 410, 10), noise=0.1, seed=0))
     assert verdict(noisy, goal=truth(BURDA_PASSES)) == "undecided"
 
@@ -93,3 +95,30 @@ def test_a_curve_too_short_after_the_warm_up_is_refused():
     with pytest.raises(ValueError, match="got 4"):
         projection(run(range(10, 60, 10)))
     assert math.isfinite(projection(run(range(10, 80, 10)))["value_at"][0])  # 6 points: enough
+
+
+def test_an_iwae_run_is_projected_from_its_validation_L_k_not_its_elbo():
+    result = run(range(10, 410, 10))
+    for row in result.select(row="curve"):  # it selects on -L_k; its -ELBO is another curve
+        row["validation_neg_L_k"] = row["validation_neg_elbo"]
+        row["validation_neg_elbo"] = 95.0 + 10.0 * row["epoch"] ** -2.0
+    result.config["train"]["iwae_k"] = 5
+    fit = projection(result)
+    assert fit["offset"] == pytest.approx(OFFSET)
+    assert fit["value_at"] == pytest.approx((truth(BURDA_PASSES),) * 2, abs=1e-6)
+
+
+def test_the_residual_is_the_rms_of_what_the_power_law_cannot_follow():
+    # s(t) = A + B t^-C + 0.1 (-1)^i on 40 points: alternating noise no smooth curve follows, so
+    # the rms is about 0.1; three fitted parameters take a little: sqrt(37 / 40) 0.1 = 0.096
+    t = np.arange(20.0, 420.0, 10.0)
+    _, _, c, rms = power_law_fit(t, A + B * t**-C + 0.1 * (-1.0) ** np.arange(len(t)))
+    assert 0.09 < rms < 0.1 and c == pytest.approx(C, abs=0.05)
+
+
+def test_the_pace_is_the_median_between_curve_points_not_the_fastest():
+    result = run(range(10, 410, 10))
+    rows = result.select(row="curve")
+    for row in rows[:5]:  # a fast start: 1 s per epoch for the first five stretches
+        row["seconds"] = 10.0
+    assert projection(result)["seconds_per_epoch"] == 6.0  # 35 of 40 stretches at 6 s

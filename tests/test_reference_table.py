@@ -1,9 +1,7 @@
-"""The reference table's choices among result files (the newest run, the tightest bound, the run's
-name) and the projection's residual on a noisy curve, where a wrong formula no longer gives 0."""
+"""The reference table's choices among result files: the newest run, the tightest bound, the run's
+name (the projection of a run's curve: tests/test_projection.py)."""
 
-import pytest
-
-from vae_tutorial.reference_table import projection, reference_table
+from vae_tutorial.reference_table import reference_table
 from vae_tutorial.results import Result, write_result
 
 
@@ -66,16 +64,3 @@ def test_an_iwae_run_is_named_by_its_k_and_objective(tmp_path):
     write_result(_run(iwae_k=5), tmp_path)
     table = reference_table(tmp_path)
     assert "(IWAE k = 5)" in table and "-L_5, epoch 20 of 20" in table
-
-
-def test_the_projection_residual_is_the_rms_of_the_noise():
-    # s(t) = 90 + 40 t^(-1/2) + 0.1 (-1)^i: the fit (3 parameters, 39 points after epoch 20)
-    # cannot follow alternating noise: residual about 0.1 nats, sqrt((39 - 3) / 39) 0.1 = 0.096
-    curve = [
-        {"row": "curve", "epoch": e, "seconds": 60.0}
-        | {"validation_neg_elbo": 90.0 + 40.0 * e**-0.5 + 0.1 * (-1) ** i}
-        for i, e in enumerate(range(20, 420, 10))
-    ]
-    fit = projection(_run(curve=curve), goal=86.0)
-    assert 0.09 < fit["rms"] < 0.1
-    assert fit["c"] == pytest.approx(0.5, abs=0.05)

@@ -231,13 +231,3 @@ def export_book_explorer(path: str | Path = BOOK_ASSET, *, device: str = "cpu") 
     model = trained_model(*config, device=device, progress=False).model
     images, labels = load_mnist("test", device=device, binarize="static")
     return export_decoder(model, encode_dataset(model, images), labels, path)
-
-
-if __name__ == "__main__":
-    import argparse
-
-    parser = argparse.ArgumentParser(description="Export chapter 6's 2-D VAE for the site.")
-    parser.add_argument("--out", default=str(BOOK_ASSET), help="the .js file to write")
-    out = parser.parse_args().out
-    written = export_book_explorer(out)
-    print(f"{out}: {'written' if written else 'unchanged (the same bytes)'}")

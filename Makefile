@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 LINTED := vae_tutorial tests benchmarks book mutants
 
-.PHONY: book lab test data notebooks lint bench mutants portability seed-spread seed-shift clean
+.PHONY: book lab test data notebooks explorer lint bench mutants portability seed-spread seed-shift clean
 
 # Create the virtual environment once; reinstall only when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -39,14 +39,24 @@ lint: $(STAMP)
 # Lint, unit tests, every chapter through nbval, a warning-free book build, then the site in a browser.
 test: $(STAMP) data lint
 	$(PY) -m pytest tests --ignore=tests/site
+	mkdir -p _build && $(PY) tests/tracked.py --before _build/tracked.json
 	$(PY) -m pytest --nbval book --nbval-sanitize-with book/sanitize.cfg
+	$(PY) tests/tracked.py --after _build/tracked.json
 	rm -rf _build/html
 	$(VENV)/bin/jupyter-book build . --warningiserror --keep-going
 	$(PY) -m pytest tests/site
 
-# Re-execute every chapter in place, refreshing its stored outputs.
+# Re-execute every chapter in place, refreshing its stored outputs; no other tracked file may change.
 notebooks: $(STAMP) data
+	mkdir -p _build && $(PY) tests/tracked.py --before _build/tracked.json
 	$(VENV)/bin/jupyter execute --inplace --timeout=600 book/*.ipynb
+	$(PY) tests/tracked.py --after _build/tracked.json
+
+# The site's latent explorer (chapter 6): export the 2-D VAE from the cache of trained models
+# (trained once if absent) into book/_static/vae-explorer-weights.js. Chapter 6 writes nothing.
+explorer: $(STAMP) data
+	$(PY) -c 'from vae_tutorial.explorer import BOOK_ASSET, export_book_explorer as export; \
+	    print(BOOK_ASSET, "written" if export() else "unchanged (the same bytes)")'
 
 # Time training (a result file in benchmarks/results/), then regenerate README's speed figures.
 bench: $(STAMP) data

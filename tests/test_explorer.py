@@ -209,3 +209,10 @@ def test_sliders_and_sample_button_redraw_the_digit():
     drawn = digit.value
     button.click()  # z ~ N(0, I)
     assert (z1.value, z2.value) != (2.0, 0.0) and digit.value != drawn
+
+
+def test_stored_output_tells_a_jupyter_reader_to_run_the_cell():
+    """JupyterLab shows a stored output's HTML when no widget state is stored: its fallback
+    paragraph (which the site's script replaces) must say what to do to get the sliders."""
+    fallback = re.search(r'class="vae-explorer-fallback">(.*?)</p>', explorer_html(), re.S)
+    assert fallback and "Run this cell to get the sliders" in fallback[1]

@@ -205,9 +205,29 @@ def explorer_html(static: str = "../_static/") -> str:
     return (
         '<div class="vae-explorer" id="vae-explorer">\n'
         '<p class="vae-explorer-fallback">The interactive latent explorer runs in the browser on'
-        " the book's website; in Jupyter or Colab, the sliders of this cell do the same.</p>\n"
+        " the book's website. In Jupyter or Colab: Run this cell to get the sliders.</p>\n"
         "</div>\n"
         f'<link rel="stylesheet" href="{static}{STYLE_FILE}">\n'
         f'<script src="{static}{WEIGHTS_FILE}"></script>\n'
         f'<script src="{static}{SCRIPT_FILE}"></script>\n'
     )
+
+
+# The site's explorer shows chapter 6's 2-D VAE: its Settings train it for EPOCHS_2D = 5 epochs.
+BOOK_EPOCHS = 5
+BOOK_ASSET = Path("book") / "_static" / WEIGHTS_FILE  # from the repository's root
+
+
+def export_book_explorer(path: str | Path = BOOK_ASSET, *, device: str = "cpu") -> bool:
+    """`make explorer`: export chapter 6's 2-D VAE, from the cache of trained models (trained
+    there first if absent), with the codes of the 10,000 static-binarized test images, to the
+    site's asset; return whether the file was written. Running chapter 6 writes nothing."""
+    from vae_tutorial.cache import trained_model
+    from vae_tutorial.config import ModelConfig, TrainConfig
+    from vae_tutorial.data import load_mnist
+    from vae_tutorial.evaluate import encode_dataset
+
+    config = ModelConfig(latent_dim=2), TrainConfig(epochs=BOOK_EPOCHS, seed=0)
+    model = trained_model(*config, device=device, progress=False).model
+    images, labels = load_mnist("test", device=device, binarize="static")
+    return export_decoder(model, encode_dataset(model, images), labels, path)

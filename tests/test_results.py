@@ -89,6 +89,14 @@ def test_rewriting_a_run_replaces_its_file(tmp_path):
     assert read_result(path).complete and len(read_result(path).rows) == 2
 
 
+def test_the_kernel_path_a_run_took_is_recorded():
+    """A run under ATEN_CPU_CAPABILITY=default says so (the path changes the timings)."""
+    code = "from vae_tutorial import results; print(results.hardware('cpu')['cpu_kernels'])"
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "default"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "DEFAULT", out.stderr
+
+
 def test_the_machine_and_the_software_are_recorded():
     hardware = results.hardware("cpu")
     assert hardware["device"] == "cpu" and hardware["gpu"] is None

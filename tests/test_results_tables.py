@@ -45,6 +45,7 @@ def test_the_speed_table_lists_the_three_loops_in_order_then_the_variants():
 
 
 def test_a_chapters_number_is_its_leading_digits():
+    assert chapter_number("faq") == "faq"  # a page of the book without a number
     assert [chapter_number(c) for c in ("01_autoencoders", "07_collapse", "10_evaluation")] == [
         1,
         7,

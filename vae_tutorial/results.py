@@ -72,7 +72,7 @@ def _cpu_model() -> str:
 
 
 def hardware(device: str | torch.device = "cpu") -> dict[str, Scalar]:
-    """The machine a measurement ran on: device, CPU model and cores, GPU name, torch threads."""
+    """The machine a measurement ran on: device, CPU model, cores and kernel path, GPU, threads."""
     device = torch.device(device)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     return {
@@ -81,6 +81,7 @@ def hardware(device: str | torch.device = "cpu") -> dict[str, Scalar]:
         "cpu_cores": os.cpu_count(),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "torch_threads": torch.get_num_threads(),
+        "cpu_kernels": torch.backends.cpu.get_cpu_capability(),  # ATen's path: AVX512, AVX2, ...
         "load_average_1min": None if load is None else round(load, 2),  # other work at the start
     }
 
@@ -281,9 +282,10 @@ def speed_table(result: Result) -> str:
     return markdown_table(header, lines)
 
 
-def chapter_number(chapter: str) -> int:
-    """01_autoencoders -> 1."""
-    return int(chapter.split("_", 1)[0])
+def chapter_number(chapter: str) -> int | str:
+    """01_autoencoders -> 1; a page without a number keeps its name (faq -> "faq")."""
+    prefix = chapter.split("_", 1)[0]
+    return int(prefix) if prefix.isdigit() else chapter
 
 
 if __name__ == "__main__":  # list the files: python -m vae_tutorial.results

@@ -5,12 +5,16 @@ Each path is a set of environment variables that caps the instruction set of PyT
 so each run first asserts that its path took effect: ATen's `get_cpu_capability()`, oneDNN's
 `isa:` banner (ONEDNN_VERBOSE=1) and MKL's banner (MKL_VERBOSE=1), where MKL names one; on CPUs
 not made by Intel it prints "Intel(R) Architecture processors" whatever it runs, and says so.
+The chapters train their models afresh under each path, in a model cache of the path's own
+(`_build/portability/<path>-data/models`, the MNIST files linked from the checkout's data folder):
+a model trained under another path would hide what this one's kernels do to training.
 Each run's wall time and what each library ran go into benchmarks/results/portability-cpu-*.json.
 """
 
 import argparse
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +22,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from vae_tutorial.download import default_root
 from vae_tutorial.results import Result, Scalar, hardware, write_result
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,6 +103,15 @@ def check_path(path: str, env: dict[str, str]) -> dict[str, str]:
     return {"aten": got_aten, "onednn": got_onednn, "mkl": got_mkl + note}
 
 
+def fresh_data_root(path: str) -> Path:
+    """An empty model cache for `path`, beside a link to the checkout's MNIST files."""
+    root = LOGS / f"{path}-data"
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    (root / "MNIST").symlink_to((default_root() / "MNIST").resolve(), target_is_directory=True)
+    return root
+
+
 def run_path(
     path: str, chapters: list[str], units: bool, threads: int | None
 ) -> list[dict[str, Scalar]]:
@@ -115,6 +129,8 @@ def run_path(
     rows = []
     for name, command in runs:
         log = LOGS / f"{path}-{name}.log"
+        if name == "chapters":  # models trained under this path, not loaded from another's
+            env = {**env, "VAE_TUTORIAL_DATA": str(fresh_data_root(path))}
         code, seconds = run_logged(command, env, log)
         summary = (log.read_text().strip().splitlines() or [""])[-1]
         rows.append(

@@ -1,10 +1,14 @@
 """Chapters as committed: in the contents, runnable in Colab, stored with clean outputs."""
 
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
+
+from vae_tutorial import __version__
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
@@ -42,8 +46,32 @@ def test_first_cell_installs_the_package_in_colab_from_the_configured_repository
     assert "remove-cell" in first["metadata"].get("tags", []), "hide the Colab cell on the site"
     text = source(first)
     assert 'if "google.colab" in sys.modules:' in text
-    assert f'"git+{CONFIG["repository"]["url"]}"' in text, (
-        f"{path.name}: the Colab cell must install from repository.url in _config.yml"
+    assert f'"git+{CONFIG["repository"]["url"]}@{RELEASE}"' in text, (
+        f"{path.name}: the Colab cell must install release {RELEASE} from repository.url in "
+        "_config.yml: the package this book was built with, not the repository's moving head"
+    )
+
+
+RELEASE = f"v{__version__}"  # the git tag of this version of the package
+
+
+def git(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+
+
+@pytest.mark.skipif(
+    shutil.which("git") is None or not (ROOT / ".git").exists(), reason="not a git checkout"
+)
+def test_the_release_the_colab_cell_installs_holds_this_package():
+    """The tag v<version> holds the package as it is here: change it, and bump the version."""
+    if git("rev-parse", "--verify", "--quiet", f"refs/tags/{RELEASE}").returncode:
+        pytest.skip(f"this clone has no tag {RELEASE} (cloned without tags)")
+    package = ["vae_tutorial", "benchmarks/results", "pyproject.toml"]  # results: in the wheel
+    changed = git("diff", "--name-only", RELEASE, "--", *package)
+    assert changed.returncode == 0, changed.stderr
+    assert changed.stdout == "", (
+        f"the package changed since {RELEASE}, which the chapters' Colab cell installs:\n"
+        f"{changed.stdout}bump vae_tutorial.__version__, the chapters' pins, and tag the release"
     )
 
 

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from vae_tutorial import checks
 from vae_tutorial.config import TrainConfig
-from vae_tutorial.elbo import elbo_terms, kl_per_dimension
+from vae_tutorial.elbo import kl_per_dimension
 from vae_tutorial.hierarchical import HierarchicalVAE
 from vae_tutorial.iwae import log_importance_weights
 
@@ -93,23 +93,17 @@ def elbo_losses(
         out = forward(x, *conditions, check=False)  # no range check: a host sync every step
     if not isinstance(out, tuple):  # an autoencoder: logits only, no latent, no KL
         reconstruction = -model.log_likelihood(out.float(), x, check=False)  # $-\log p(x|z)$
-        kl = reconstruction.new_zeros(len(x), 0)
-        return Losses(
-            reconstruction.mean() + beta * free_bits_kl(kl, kappa, check=False), reconstruction, kl
-        )
+        return Losses(reconstruction.mean(), reconstruction, reconstruction.new_zeros(len(x), 0))
     logits, mu, logvar, _ = out  # (B, 784), (B, D), (B, D), (B, D)
-    likelihood = model.config.likelihood
-    terms = elbo_terms(
-        logits.float(), x, mu.float(), logvar.float(), likelihood=likelihood, check=False
-    )
+    reconstruction = -model.log_likelihood(logits.float(), x, check=False)  # $-\log p(x|z)$, (B,)
     # $\mathrm{KL}_{bj} = \frac12 (\mu_{bj}^2 + \sigma_{bj}^2 - \log\sigma_{bj}^2 - 1)$, (B, D)
     kl = kl_per_dimension(mu.float(), logvar.float(), check=False)
-    # $\mathcal L = \frac1B \sum_b -\log p(x_b \mid z_b)
-    # + \beta \sum_j \max\big(\kappa, \frac1B \sum_b \mathrm{KL}_{bj}\big)$, $\kappa \ge 0$
-    reconstruction = -terms.reconstruction  # (B,)
-    return Losses(
-        reconstruction.mean() + beta * free_bits_kl(kl, kappa, check=False), reconstruction, kl
-    )
+    if kappa > 0:  # $\sum_j \max\big(\kappa, \frac1B \sum_b \mathrm{KL}_{bj}\big)$
+        kl_term = free_bits_kl(kl, kappa, check=False)
+    else:  # $\frac1B \sum_b \sum_j \mathrm{KL}_{bj}$
+        kl_term = kl.sum() / len(x)
+    # $\mathcal L = \frac1B \sum_b -\log p(x_b \mid z_b) + \beta \cdot$ the KL term
+    return Losses(reconstruction.mean() + beta * kl_term, reconstruction, kl)
 
 
 def iwae_terms(model: nn.Module, x: Tensor, y: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:

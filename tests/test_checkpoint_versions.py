@@ -55,8 +55,13 @@ def test_each_version_resumes_to_the_weights_its_own_package_reached(version, tm
         *configs(version, 2), device="cpu", checkpoint_path=path, resume=True, progress=False
     )
     reference = load_checkpoint(FIXTURES / f"{version}-epoch2.pt", "cpu")
+    # Bit for bit on the kernels that wrote the files; another CPU's kernels round otherwise. The
+    # longest reduction in a gradient has P = 784 terms, so a gradient moves by at most P u
+    # (u = 2^-24) relative; Adam's normalised step, at most 4 lr in its first steps, by as much:
+    # over the 2 steps of epoch 2, |dw| <= 2 * 4 lr * P u = 3.7e-7.
+    bound = 2 * 4 * 1e-3 * 784 * 2.0**-24
     for name, weight in reference.model.state_dict().items():
-        assert torch.equal(resumed.model.state_dict()[name], weight), name  # bit for bit on a CPU
+        assert torch.allclose(resumed.model.state_dict()[name], weight, rtol=0, atol=bound), name
     got, want = resumed.history.to_dict(), reference.history.to_dict()
     for key in ("train_seconds", "test_seconds"):  # wall clock
         got.pop(key), want.pop(key)
@@ -65,7 +70,15 @@ def test_each_version_resumes_to_the_weights_its_own_package_reached(version, tm
     if version == "v1":  # its file has no train_objective: the upgrade computes rec + beta_e KL
         # the loss minimised is a float32 mean (eps 6e-8 of ~555 nats: 3.3e-5 per step)
         assert got.pop("train_objective") == pytest.approx(want.pop("train_objective"), abs=1e-4)
-    assert got == want
+    assert got.keys() == want.keys()
+    for key, values in want.items():
+        assert got[key][:1] == values[:1], key  # epoch 1 comes from the file: exactly
+        # epoch 2 is computed here: its sums of P terms round by P u = 4.7e-5 relative, and the
+        # weights above differ by 3.7e-7: 1e-4 of the ~550 nats
+        later = values[1:]
+        if all(isinstance(value, float) for value in later):  # not the likelihood's name
+            later = pytest.approx(later, rel=1e-4)
+        assert got[key][1:] == later, key
     assert torch.load(path, weights_only=True)["version"] == CHECKPOINT_VERSION
 
 

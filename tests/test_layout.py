@@ -73,7 +73,7 @@ def test_no_test_uses_a_private_name_of_the_package(path):
     local = {p.stem for p in PACKAGE.glob("*.py")}  # names a test binds to package modules
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module in package_modules:
-            private = [a.name for a in node.names if a.name.startswith("_")]
+            private = [a.name for a in node.names if a.name.startswith("_") and a.name[-2:] != "__"]
             assert not private, f"{path.name}:{node.lineno} imports {private}"
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
             hidden = node.attr.startswith("_") and not node.attr.endswith("_")

@@ -45,11 +45,13 @@ TABLE_CALL = "claims.table("  # the "How these numbers vary" cell, left out when
 
 
 def toc_chapters() -> list[str]:
-    """The notebook chapters of _toc.yml, in book order, as stems ("01_autoencoders", ...)."""
+    """The numbered chapters of _toc.yml, in book order, as stems ("01_autoencoders", ...).
+
+    Pages without a number (the FAQ) have no seed-dependent claims and no SEED_SHIFT.
+    """
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    return [
-        e["file"].split("/")[-1] for e in toc["chapters"] if (ROOT / f"{e['file']}.ipynb").exists()
-    ]
+    stems = [e["file"].split("/")[-1] for e in toc["chapters"]]
+    return [s for s in stems if s[:2].isdigit() and (BOOK / f"{s}.ipynb").exists()]
 
 
 def shifted(chapter: str, shift: int) -> nbformat.NotebookNode:

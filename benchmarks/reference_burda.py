@@ -42,7 +42,7 @@ from arguments import THREADS, OneLineParser, int_in, ints_in  # beside this fil
 
 from vae_tutorial.checkpoint import load_checkpoint
 from vae_tutorial.config import ModelConfig, TrainConfig
-from vae_tutorial.data import load_mnist
+from vae_tutorial.data import DYNAMIC_DRAW, load_mnist
 from vae_tutorial.evaluate import active_units, nats_to_bits_per_dim
 from vae_tutorial.hierarchical import HierarchicalVAE
 from vae_tutorial.hierarchical_scores import active_units_per_layer, hierarchical_dataset_bound
@@ -77,6 +77,16 @@ RUNS = {  # name: (model config, train settings, notes)
         "Burda et al.'s 2-layer model (784-200-200-100-100-100-50, tanh) on L_5; "
         "their table 1: 83.89",
     ),
+}
+# The draw of dynamic binarization changed once while the runs went on, at a restart: from a float32
+# uniform u < pixel (torch.bernoulli on a CPU draws the same stream) to a 16-bit u. Both give
+# x ~ Bernoulli(pixel), one per pixel and pass (the 16-bit u within 2**-17), so the recipe is the
+# same; the random stream is not.
+DRAWS = {
+    "burda-vae-1l": "passes 1-400: a float32 uniform < pixel; from pass 401: a 16-bit uniform < "
+    "pixel (vae_tutorial.data.bernoulli_draw)",
+    "burda-iwae5-2l": "passes 1-204: a float32 uniform < pixel; from pass 205: a 16-bit uniform < "
+    "pixel (vae_tutorial.data.bernoulli_draw)",
 }
 UNITS = {
     "epoch": "passes finished",
@@ -214,6 +224,9 @@ class BurdaRun:
                     if self.args.train_size is None
                     else f"SMOKE RUN: the first {self.args.train_size} training images",
                     "passes": f"{self.args.max_passes} of {PASSES} (lr schedule 'burda')",
+                    "binarization_draws": DRAWS[self.name] + ": the same Bernoulli statistics"
+                    if self.args.train_size is None
+                    else DYNAMIC_DRAW,
                     "selection": "none: the last pass is the model scored",
                     "curve": f"test -ELBO (and -L_k) every {self.args.every} passes and at each "
                     "stage's end: reporting only",

@@ -137,6 +137,17 @@ def test_dynamic_binarization_keeps_each_pixel_probability():
     assert torch.equal(x, again)
 
 
+def test_dynamic_binarization_draws_every_pixel_independently():
+    """Neighbouring pixels, which share a 64-bit random word on a CPU, are uncorrelated, and a shape
+    whose size is no multiple of 4 is drawn whole."""
+    p, labels = torch.full((20_000, 7), 0.5), torch.zeros(20_000, dtype=torch.int64)
+    x, _ = next(iter(Batches(p, labels, 20_000, binarize="dynamic")))
+    assert x.shape == p.shape and set(x.unique().tolist()) == {0.0, 1.0}
+    assert ((x.mean(0) - 0.5).abs() <= 5 * (0.25 / len(x)) ** 0.5).all()
+    corr = torch.corrcoef(x.T)  # (7, 7): pixel j against pixel k over 20,000 draws
+    assert (corr - torch.eye(7)).abs().max() < 5 / len(x) ** 0.5
+
+
 def with_value(value: float) -> torch.Tensor:
     images = torch.zeros(3, 2)
     images[1, 1] = value

@@ -90,11 +90,20 @@ def test_rewriting_a_run_replaces_its_file(tmp_path):
 
 
 def test_the_kernel_path_a_run_took_is_recorded():
-    """A run under ATEN_CPU_CAPABILITY=default says so (the path changes the timings)."""
-    code = "from vae_tutorial import results; print(results.hardware('cpu')['cpu_kernels'])"
-    env = {**os.environ, "ATEN_CPU_CAPABILITY": "default"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    assert out.stdout.strip() == "DEFAULT", out.stderr
+    """A run under ATEN_CPU_CAPABILITY=default says so, and names the variables that chose it."""
+    code = "from vae_tutorial import results; h = results.hardware('cpu'); "
+    code += "print(h['cpu_kernels'], h['kernel_settings'], sep='|')"
+    plain = {k: v for k, v in os.environ.items() if k not in results.KERNEL_SETTINGS}
+    chosen = {"ATEN_CPU_CAPABILITY": "default", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2"}
+    for env, settings in [
+        (chosen, "ATEN_CPU_CAPABILITY=default MKL_ENABLE_INSTRUCTIONS=SSE4_2"),
+        ({}, "None"),
+    ]:
+        run = [sys.executable, "-c", code]
+        out = subprocess.run(run, env={**plain, **env}, capture_output=True, text=True)
+        kernels, named = out.stdout.strip().split("|")
+        assert named == settings, out.stderr
+        assert (kernels == "DEFAULT") == bool(env)
 
 
 def test_the_machine_and_the_software_are_recorded():

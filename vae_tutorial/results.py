@@ -71,6 +71,10 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
+# Environment variables that select the CPU kernels of ATen, MKL and oneDNN (tests/portability.py)
+KERNEL_SETTINGS = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA")
+
+
 def hardware(device: str | torch.device = "cpu") -> dict[str, Scalar]:
     """The machine a measurement ran on: device, CPU model, cores and kernel path, GPU, threads."""
     device = torch.device(device)
@@ -82,6 +86,10 @@ def hardware(device: str | torch.device = "cpu") -> dict[str, Scalar]:
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "torch_threads": torch.get_num_threads(),
         "cpu_kernels": torch.backends.cpu.get_cpu_capability(),  # ATen's path: AVX512, AVX2, ...
+        "kernel_settings": " ".join(
+            f"{k}={os.environ[k]}" for k in KERNEL_SETTINGS if k in os.environ
+        )
+        or None,  # the variables that pick another kernel path, where set
         "load_average_1min": None if load is None else round(load, 2),  # other work at the start
     }
 

@@ -206,6 +206,13 @@ def test_the_speed_benchmark_writes_a_valid_file(tmp_path):
     assert all(row["steps"] == 2 and row["seconds"] > 0 for row in run.rows)
 
 
+def test_a_speed_row_holds_the_median_round_and_the_spread():
+    """One slow round (other work on the machine) moves neither the median nor the rates."""
+    row = _script("train_speed").row({"steps": 10, "images": 1280}, [0.5, 9.0, 0.4, 0.6, 0.45])
+    assert (row["seconds"], row["seconds_fastest"], row["seconds_slowest"]) == (0.5, 0.4, 9.0)
+    assert row["ms_per_step"] == 50.0 and row["images_per_second"] == 2560.0
+
+
 # The pages that quote them
 
 

@@ -136,10 +136,13 @@ def test_latest_is_the_newest_complete_run_of_that_kind_and_device(tmp_path):
     write_result(_result(date="2026-01-03T00:00:00Z", complete=False), tmp_path)
     write_result(_result(date="2026-01-04T00:00:00Z", device="cuda"), tmp_path)
     write_result(_result(kind="other", date="2026-01-05T00:00:00Z"), tmp_path)
+    chosen = _result(date="2026-01-06T00:00:00Z", rows=[{"name": "another kernel path"}])
+    chosen.hardware["kernel_settings"] = "ATEN_CPU_CAPABILITY=default"
+    write_result(chosen, tmp_path)
     assert latest("train_speed", device="cpu", directory=tmp_path).rows == [{"name": "newest"}]
     assert latest("train_speed", device="cuda", directory=tmp_path).date_utc[:10] == "2026-01-04"
     assert latest("train_speed", device="mps", directory=tmp_path) is None
-    assert len(load_results("train_speed", directory=tmp_path)) == 4
+    assert len(load_results("train_speed", directory=tmp_path)) == 5
 
 
 def test_one_row_is_found_by_its_columns_or_the_error_says_what_matched():

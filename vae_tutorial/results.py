@@ -228,8 +228,13 @@ def load_results(
 def latest(
     kind: str, *, device: str | None = None, directory: str | Path | None = None
 ) -> Result | None:
-    """The newest complete run of this kind (and device type), or None if there is none."""
+    """The newest complete run of this kind (and device type), or None if there is none.
+
+    Runs on a kernel path chosen by environment variables (`hardware()["kernel_settings"]`, as in
+    `make portability`) are left out: the figures a page shows come from the machine's own path.
+    """
     found = load_results(kind, device=device, complete=True, directory=directory)
+    found = [run for run in found if not run.hardware.get("kernel_settings")]
     return found[-1] if found else None
 
 

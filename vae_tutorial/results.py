@@ -29,8 +29,7 @@ each measurement. `latest(kind, device=...)` gives the newest complete run; chap
     run = latest("train_speed", device="cpu")
     run.one(loop="fit", batch_size=128, precision="fp32", compile=False)["ms_per_step"]
 
-Write one with `write_result(Result(kind=..., command=..., config=..., hardware=hardware(device),
-units=..., rows=[...], complete=True))`.
+Write one with `write_result(Result(kind=..., hardware=hardware(device), rows=[...], ...))`.
 """
 
 from __future__ import annotations
@@ -71,7 +70,7 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
-# Environment variables that select the CPU kernels of ATen, MKL and oneDNN (tests/portability.py)
+# the variables that select the CPU kernels of ATen, MKL and oneDNN (tests/portability.py)
 KERNEL_SETTINGS = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA")
 
 
@@ -79,6 +78,7 @@ def hardware(device: str | torch.device = "cpu") -> dict[str, Scalar]:
     """The machine a measurement ran on: device, CPU model, cores and kernel path, GPU, threads."""
     device = torch.device(device)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    chosen = " ".join(f"{k}={os.environ[k]}" for k in KERNEL_SETTINGS if k in os.environ)
     return {
         "device": device.type,
         "cpu_model": _cpu_model(),
@@ -86,10 +86,7 @@ def hardware(device: str | torch.device = "cpu") -> dict[str, Scalar]:
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "torch_threads": torch.get_num_threads(),
         "cpu_kernels": torch.backends.cpu.get_cpu_capability(),  # ATen's path: AVX512, AVX2, ...
-        "kernel_settings": " ".join(
-            f"{k}={os.environ[k]}" for k in KERNEL_SETTINGS if k in os.environ
-        )
-        or None,  # the variables that pick another kernel path, where set
+        "kernel_settings": chosen or None,  # the variables that chose another path, where set
         "load_average_1min": None if load is None else round(load, 2),  # other work at the start
     }
 
@@ -228,11 +225,8 @@ def load_results(
 def latest(
     kind: str, *, device: str | None = None, directory: str | Path | None = None
 ) -> Result | None:
-    """The newest complete run of this kind (and device type), or None if there is none.
-
-    Runs on a kernel path chosen by environment variables (`hardware()["kernel_settings"]`, as in
-    `make portability`) are left out: the figures a page shows come from the machine's own path.
-    """
+    """The newest complete run of this kind (and device type) on the machine's own kernel path
+    (no `kernel_settings`), or None if there is none."""
     found = load_results(kind, device=device, complete=True, directory=directory)
     found = [run for run in found if not run.hardware.get("kernel_settings")]
     return found[-1] if found else None

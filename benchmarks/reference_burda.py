@@ -24,6 +24,11 @@ incomplete result file; a run whose cache folder is empty starts from those file
 and to start or resume (the same command):
 
     OMP_NUM_THREADS=1 nice -n 19 python benchmarks/reference.py --run burda-vae-1l --threads 1
+
+Where Linux groups processes by session (`/proc/sys/kernel/sched_autogroup_enabled` is 1), nice
+ranks a process only within its session: a run started in a session of its own (`setsid`) takes
+an equal share of the CPU from other sessions' work unless its group is niced as well,
+`echo 19 > /proc/<pid>/autogroup`.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """The layers of the models: encoder bodies and decoders for each `arch`, and the input checks.
 
-`arch="mlp"` (Kingma and Welling 2014): 784 -> H -> D -> H -> 784 with ReLU. `arch="conv"`:
-1x28x28 -> 32x14x14 -> 64x7x7 (two stride-2 convolutions) -> H -> D, and the mirror image with
-transposed convolutions. The decoders return logits; the model's likelihood reads them.
+`arch="mlp"` (the PyTorch VAE example's layout; Kingma and Welling 2014 used tanh):
+784 -> H -> D -> H -> 784 with ReLU. `arch="conv"`: 1x28x28 -> 32x14x14 -> 64x7x7 (two stride-2
+convolutions) -> H -> D, and the mirror image with transposed convolutions. The decoders return
+logits; the model's likelihood reads them.
 """
 
 from __future__ import annotations

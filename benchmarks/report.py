@@ -25,7 +25,7 @@ from pathlib import Path
 import yaml
 from arguments import OneLineParser  # beside this file
 
-from vae_tutorial.projection import projection, verdict
+from vae_tutorial.projection import EXPONENTS, projection, verdict
 from vae_tutorial.reference_table import LITERATURE, reference_runs, reference_table
 from vae_tutorial.results import (
     Result,
@@ -166,7 +166,9 @@ VERDICTS = {  # projection.verdict's words, as README says them
 }
 CAVEAT = (
     "The projections extrapolate one seed's curve, at a constant learning rate where Burda et al. "
-    "decay theirs, from a few hundred epochs to thousands: ranges over fits, not forecasts."
+    "decay theirs, from a few hundred epochs to thousands: ranges over fits, not forecasts. An "
+    "asymptote of -inf (inf) comes from a fit at the smallest exponent searched, "
+    f"c = {EXPONENTS[0]:g}, on a falling (rising) stretch: there the curve leaves the limit open."
 )
 
 

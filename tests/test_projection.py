@@ -122,3 +122,18 @@ def test_the_pace_is_the_median_between_curve_points_not_the_fastest():
     for row in rows[:5]:  # a fast start: 1 s per epoch for the first five stretches
         row["seconds"] = 10.0
     assert projection(result)["seconds_per_epoch"] == 6.0  # 35 of 40 stretches at 6 s
+
+
+@pytest.mark.parametrize("slope", [2.0, -2.0])
+def test_a_fit_at_the_smallest_exponent_leaves_the_limit_open(slope):
+    # s = A - slope ln t is the c -> 0 limit of a + b t^-c: no power law on the grid has a limit
+    result = run(range(10, 410, 10))
+    for row in result.select(row="curve"):
+        row["validation_neg_elbo"] = A - slope * math.log(row["epoch"])
+    fit = projection(result)
+    assert any(f["c"] == pytest.approx(0.01) for f in fit["fits"])
+    floor, ceiling = fit["asymptote"]
+    if slope > 0:  # falling: the limit may lie anywhere below
+        assert floor == -math.inf and verdict(fit, goal=0.0) == "undecided"
+    else:  # rising: anywhere above
+        assert floor == ceiling == math.inf

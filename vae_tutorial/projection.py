@@ -6,7 +6,8 @@ number: every window that starts at a curve point from epoch `skip` on (after an
 keeps at least `MIN_POINTS` points is fitted, the fits whose residual is at most `RMS_FACTOR`
 times the best are kept, and the min and max of their values at t = `at` and of their asymptotes
 are returned, both as projected test -log p(x) (the validation score plus the offset measured at
-the selected epoch).
+the selected epoch). A kept fit at the grid's smallest exponent has no limit the curve identifies:
+its asymptote is -inf where the window falls (so the verdict cannot be "never"), inf where it rises.
 """
 
 from __future__ import annotations
@@ -63,7 +64,11 @@ def projection(result: Result, *, at: int = BURDA_PASSES, skip: int = 20) -> dic
     selected = next(row[column] for row in curve if row["epoch"] == test["epoch"])
     offset = test["nats"] - selected  # test -L_k minus the validation score, at the selected epoch
     values = [a + b * at**-c + offset for a, b, c, _, _ in kept]  # $a + b t^{-c} + o$ at t = at
-    limits = [a + offset for a, *_ in kept]  # $a + o$: t -> inf
+    # $a + o$ as t -> inf; a fit at the grid's smallest c leaves the limit open: as c -> 0, a runs
+    # to -inf on a falling stretch (b > 0) and to +inf on a rising one (b < 0)
+    limits = [
+        a + offset if c > EXPONENTS[0] else math.copysign(math.inf, -b) for a, b, c, *_ in kept
+    ]
     paces = [
         row["seconds"] / (row["epoch"] - before)
         for before, row in zip([0] + [r["epoch"] for r in curve], curve, strict=False)

@@ -103,6 +103,7 @@ UNITS = {
     "se_images": "nats, standard error of the mean across test images",
     "bits_per_dim": "bits per dimension",
     "seconds": "s",
+    "from_pass": "passes done when a session of the run started on the machine of its row",
     "wall_seconds": "s, every session of the run, on a shared machine",
     "core_seconds": "s of CPU time of the process, every session",
 }
@@ -204,6 +205,7 @@ class BurdaRun:
         test = self.state["test"]
         rows = [{"row": "curve", **row} for row in self.state["curve"]]
         rows += [] if test is None else test["rows"]
+        rows += [{"row": "session", **session} for session in self.state.get("sessions", [])]
         rows.append(
             {
                 "row": "time",
@@ -338,6 +340,10 @@ def main(argv: list[str]) -> int:
         export(run)
         return 0
     log(f"{run.name}: checkpoints in {run.dir}, {run.done} passes done")
+    # A run hops machines across stops: each start records the machine it trains on from here.
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    machine = {**hardware("cpu"), "torch": torch.__version__, "nice": os.nice(0)}
+    run.state.setdefault("sessions", []).append({"from_pass": run.done, "date_utc": now, **machine})
     train(run)
     score(run)
     run.write()

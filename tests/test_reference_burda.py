@@ -50,6 +50,9 @@ def test_a_burda_run_trains_scores_exports_and_resumes_from_the_export(tmp_path,
     assert [r["epoch"] for r in curve] == [1, 2] and curve[1]["lr"] == pytest.approx(
         1e-3 * 10 ** (-1 / 7)
     )
+    sessions = [r for r in json.loads(result.read_text())["rows"] if r["row"] == "session"]
+    assert [r["from_pass"] for r in sessions] == [0, 1]  # each start names its machine
+    assert all(r["cpu_kernels"] and r["torch"] and r["date_utc"] for r in sessions)
 
 
 @pytest.mark.parametrize(

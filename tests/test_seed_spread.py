@@ -51,6 +51,17 @@ def test_the_tolerance_excludes_its_bounds_and_a_threshold_at_a_bound_keeps_its_
     assert claims.claims["below"].threshold() == "< 0.1"
 
 
+def test_bounds_are_shown_to_four_significant_digits_like_the_values():
+    claims = Claims("09_stronger_models")
+    claims.check("ratio", 1.0, 1 / 3, 3)
+    claims.check("gap", 4.47214, 4.32214, needs=3.01228)
+    claims.check("tiny", 1e-14, hi=1e-12)
+    assert claims.claims["ratio"].tolerance() == "0.3333 to 3"
+    assert claims.claims["gap"].tolerance() == "> 4.322"
+    assert claims.claims["gap"].threshold() == "> 3.012"
+    assert claims.claims["tiny"].tolerance() == "< 1e-12"
+
+
 @pytest.mark.parametrize(
     "args, kwargs, message",
     [

@@ -38,17 +38,17 @@ class Claim:
         return (self.lo is None or value > self.lo) and (self.hi is None or value < self.hi)
 
     def tolerance(self) -> str:
-        """The assert's accepted range, as text."""
+        """The assert's accepted range, as text (4 significant digits, like the values)."""
         if self.lo is not None and self.hi is not None:
-            return f"{self.lo:g} to {self.hi:g}"
-        return f"> {self.lo:g}" if self.lo is not None else f"< {self.hi:g}"
+            return f"{self.lo:.4g} to {self.hi:.4g}"
+        return f"> {self.lo:.4g}" if self.lo is not None else f"< {self.hi:.4g}"
 
     def threshold(self) -> str:
         """What the claim needs of the value: above or below `needs`, or the tolerance itself."""
         if self.needs is None:
             return "the tolerance"
         above = self.lo is not None and self.needs <= self.lo
-        return f"{'>' if above else '<'} {self.needs:g}"
+        return f"{'>' if above else '<'} {self.needs:.4g}"
 
 
 class Table(str):

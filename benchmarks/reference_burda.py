@@ -11,7 +11,9 @@ Protocol "burda" (Burda, Grosse and Salakhutdinov 2016, section 5 and table 1):
   seeded) and, for a run trained on L_k, its -L_k, with the pass's lr: reporting, never selection;
 - at the end: -L_5000 on the 10,000 test images (binarized once with seed 0; Burda et al.
   binarize the test set afresh: ours is one such draw), with its standard error across images,
-  the -ELBO, active units per stochastic layer, wall and core time.
+  the -ELBO, active units per stochastic layer, wall and core time;
+- a `session` row for each start of training: the pass it started from and its machine (a run
+  moves between machines across stops; `hardware` names the first).
 
 Checkpoints (weights, Adam, schedule position, random states; `fit` writes one atomically after
 every pass) and `state.json` live in `~/.cache/vae_tutorial/reference/<run>-seed<seed>/`, outside

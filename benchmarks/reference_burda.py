@@ -16,8 +16,8 @@ Protocol "burda" (Burda, Grosse and Salakhutdinov 2016, section 5 and table 1):
   moves between machines across stops; `hardware` names the first).
 
 Checkpoints (weights, Adam, schedule position, random states; `fit` writes one atomically after
-every pass) and `state.json` live in `~/.cache/vae_tutorial/reference/<run>-seed<seed>/`, outside
-any work tree. `--export-checkpoint` copies the latest checkpoint and state to
+every pass) and `state.json` (the curve, and the final scores block by block as they are done)
+live in `~/.cache/vae_tutorial/reference/<run>-seed<seed>/`, outside any work tree. `--export-checkpoint` copies the latest checkpoint and state to
 `benchmarks/checkpoints/<run>.pt` / `.json` (one path per run, overwritten) and writes the
 incomplete result file; a run whose cache folder is empty starts from those files. So, at a stop:
 
@@ -108,6 +108,7 @@ UNITS = {
     "from_pass": "passes done when a session of the run started on the machine of its row",
     "wall_seconds": "s, every session of the run, on a shared machine",
     "core_seconds": "s of CPU time of the process, every session",
+    "score_seconds": "s of wall time of the final scores (-ELBO, each -L_k), every session",
 }
 
 
@@ -139,19 +140,23 @@ def next_stop(done: int, every: int, last: int) -> int:
 
 
 @torch.no_grad()
+def block_bound(model, x: torch.Tensor, k: int, seed: int, block: int) -> torch.Tensor:
+    """-L_k of each image of one block, from its own seeded generator: (len(x),) nats, float64."""
+    s = seed * 1_000_003 + 1000 * k + block
+    if isinstance(model, HierarchicalVAE):
+        bound = hierarchical_dataset_bound(model, x, k, seed=s, chunk=max(1, 20_000 // len(x)))
+    else:
+        bound = importance_weighted_bound(model, x, k, generator=torch.Generator().manual_seed(s))
+    return -bound.double()
+
+
+def blocks(images: torch.Tensor) -> list[torch.Tensor]:
+    return [images[start : start + BLOCK] for start in range(0, len(images), BLOCK)]
+
+
 def neg_bound(model, images: torch.Tensor, k: int, seed: int) -> torch.Tensor:
-    """-L_k of each image, one seeded generator per block of BLOCK images: (N,) nats, float64."""
-    out = []
-    for block, start in enumerate(range(0, len(images), BLOCK)):
-        x, s = images[start : start + BLOCK], seed * 1_000_003 + 1000 * k + block
-        if isinstance(model, HierarchicalVAE):
-            bound = hierarchical_dataset_bound(model, x, k, seed=s, chunk=max(1, 20_000 // len(x)))
-        else:
-            bound = importance_weighted_bound(
-                model, x, k, generator=torch.Generator().manual_seed(s)
-            )
-        out.append(-bound.double())
-    return torch.cat(out)
+    """-L_k of each image, block by block (`block_bound`): (N,) nats, float64."""
+    return torch.cat([block_bound(model, x, k, seed, b) for b, x in enumerate(blocks(images))])
 
 
 def mean_se(values: torch.Tensor) -> tuple[float, float]:
@@ -214,6 +219,7 @@ class BurdaRun:
                 "epochs": self.done,
                 "wall_seconds": self.state["wall_seconds"],
                 "core_seconds": self.state["core_seconds"],
+                "score_seconds": None if test is None else test["seconds"],
             }
         )
         subset = self.args.train_size is not None or self.args.test_size is not None
@@ -288,16 +294,31 @@ def train(run: BurdaRun) -> None:
 
 
 def score(run: BurdaRun) -> None:
-    """-ELBO, -L_k for each k of --ks and active units per layer of the last pass's model."""
+    """-ELBO, -L_k for each k of --ks and active units per layer of the last pass's model.
+
+    Each block's values go into the state as soon as they are computed, so a run stopped while it
+    scores (an hour for L_5000 on a slow machine) resumes at the next block, on any machine.
+    """
     if run.state["test"] is not None:
         return
     model = load_checkpoint(run.checkpoint, device="cpu").model
     images, _ = load_mnist("test", binarize="static", seed=TEST_SEED)
     images = images[: run.args.test_size]
-    tick = time.perf_counter()
-    rows = [_row("neg_elbo", 1, neg_bound(model, images, 1, TEST_SEED), run.done)]
-    for k in run.args.ks:
-        rows.append(_row("neg_L_k", k, neg_bound(model, images, k, TEST_SEED), run.done))
+    scored = run.state.setdefault("scored", {})  # "<estimator> <k>": [values of each block done]
+    rows = []
+    for estimator, k in [("neg_elbo", 1), *(("neg_L_k", k) for k in run.args.ks)]:
+        done = scored.setdefault(f"{estimator} {k}", [])
+        for b, x in enumerate(blocks(images)):
+            if b < len(done):
+                continue
+            tick = time.perf_counter()
+            done.append(block_bound(model, x, k, TEST_SEED, b).tolist())
+            run.state["score_seconds"] = run.state.get("score_seconds", 0.0) + (
+                time.perf_counter() - tick
+            )
+            run.save()
+        values = torch.tensor([v for block in done for v in block], dtype=torch.float64)
+        rows.append(_row(estimator, k, values, run.done))
         log(f"{run.name}: {rows[-1]}")
     if isinstance(model, HierarchicalVAE):
         layers = active_units_per_layer(model, images, seed=TEST_SEED)
@@ -305,7 +326,8 @@ def score(run: BurdaRun) -> None:
         layers = [active_units(model, images)]
     for layer, (count, variances) in enumerate(layers, 1):
         rows.append({"row": "units", "layer": layer, "active_units": count, "dims": len(variances)})
-    run.state["test"] = {"rows": rows, "seconds": time.perf_counter() - tick}
+    run.state["test"] = {"rows": rows, "seconds": run.state["score_seconds"]}
+    del run.state["scored"]  # the rows hold what the result needs
     run.write()
 
 

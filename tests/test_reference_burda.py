@@ -1,12 +1,18 @@
 """benchmarks/reference.py runs Burda et al.'s two runs: a pass on a subset, scored, exported,
-and resumed from the export on an empty cache."""
+and resumed from the export on an empty cache, or from the block where its scoring stopped."""
 
+import importlib
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+from vae_tutorial.checkpoint import load_checkpoint
+from vae_tutorial.data import load_mnist
+from vae_tutorial.test_set import TEST_SEED
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "reference.py"
 
@@ -70,3 +76,43 @@ def test_bad_arguments_are_refused_in_one_line(tmp_path, argv, message):
     done = subprocess.run([sys.executable, str(SCRIPT), *argv], capture_output=True, text=True)
     assert done.returncode == 2 and message in done.stderr
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+
+
+class Stop(Exception):
+    """A stop of work, in the middle of the final scores."""
+
+
+def test_a_run_stopped_while_scoring_resumes_at_the_next_block(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    burda = importlib.import_module("reference_burda")
+    monkeypatch.setattr(burda, "BLOCK", 8)  # 20 test images: blocks of 8, 8 and 4
+    calls, compute = [], burda.block_bound
+
+    def block_bound(model, x, k, seed, block):
+        calls.append((k, block))
+        if len(calls) == 4:  # the -ELBO's three blocks are done, then the stop
+            raise Stop
+        return compute(model, x, k, seed, block)
+
+    monkeypatch.setattr(burda, "block_bound", block_bound)
+    smoke = ["--train-size", "40", "--test-size", "20", "--ks", "3", "--max-passes", "1"]
+    folders = ["--root", str(tmp_path / "cache"), "--out", str(tmp_path / "out")]
+    argv = ["--run", "burda-vae-1l", *smoke, *folders, "--exports", str(tmp_path / "exports")]
+    with pytest.raises(Stop):
+        burda.main(argv)
+    (state,) = (tmp_path / "cache").glob("*/state.json")
+    scored = json.loads(state.read_text())["scored"]
+    assert [len(block) for block in scored["neg_elbo 1"]] == [8, 8, 4]  # saved as they were done
+
+    calls.clear()
+    assert burda.main(argv) == 0
+    assert calls == [(3, 0), (3, 1), (3, 2)]  # the -ELBO's blocks are not computed again
+    (result,) = (tmp_path / "out").glob("reference-burda-vae-1l-*.json")
+    rows = [r for r in json.loads(result.read_text())["rows"] if r["row"] == "test"]
+    model = load_checkpoint(next((tmp_path / "cache").glob("*/checkpoint.pt"))).model
+    images = load_mnist("test", binarize="static", seed=TEST_SEED)[0][:20]
+    for row, k in zip(rows, [1, 3], strict=True):  # the same as scores computed in one go
+        parts = [images[s : s + 8] for s in range(0, 20, 8)]
+        expected = torch.cat([compute(model, x, k, TEST_SEED, b) for b, x in enumerate(parts)])
+        assert row["nats"] == pytest.approx(float(expected.mean()), rel=1e-12)
+        assert row["se_images"] == pytest.approx(float(expected.std() / 20**0.5), rel=1e-12)

@@ -17,9 +17,10 @@ Protocol "burda" (Burda, Grosse and Salakhutdinov 2016, section 5 and table 1):
 
 Checkpoints (weights, Adam, schedule position, random states; `fit` writes one atomically after
 every pass) and `state.json` (the curve, and the final scores block by block as they are done)
-live in `~/.cache/vae_tutorial/reference/<run>-seed<seed>/`, outside any work tree. `--export-checkpoint` copies the latest checkpoint and state to
-`benchmarks/checkpoints/<run>.pt` / `.json` (one path per run, overwritten) and writes the
-incomplete result file; a run whose cache folder is empty starts from those files. So, at a stop:
+live in `~/.cache/vae_tutorial/reference/<run>-seed<seed>/`, outside any work tree.
+`--export-checkpoint` copies the latest checkpoint and state to `benchmarks/checkpoints/<run>.pt`
+/ `.json` (one path per run, overwritten) and writes the incomplete result file; a run whose cache
+folder is empty starts from those files. So, at a stop:
 
     python benchmarks/reference.py --run burda-vae-1l --export-checkpoint   # then commit both
 

@@ -20,10 +20,17 @@ Every step resumes: checkpoints live outside the work tree, in `<data folder>/re
 (`download.default_root()`), with `state.json` (the validation curve, the best epoch, the time
 spent) and the per-image L_k values computed so far. Run the same command again to continue; a
 larger `--max-epochs` or `--train-hours` continues training (and rescores if the best changes).
+`--export-checkpoint` copies that folder to `benchmarks/checkpoints/<run>-seed<seed>/` (commit it
+at a stop); a run whose folder is empty resumes from there, on any machine.
 The result file, `benchmarks/results/reference-<run>-cpu-<start>.json`, is rewritten after every
 measurement (complete=false until the test scores are in). Runs:
 
     nice -n 15 python benchmarks/reference.py --run mlp-400-20 [--threads 1] [--train-hours 1]
+
+and the default model on Burda et al.'s schedule, all of its 3,280 passes (issue 22):
+
+    nice -n 19 python benchmarks/reference.py --run mlp-400-20-burda --max-epochs 3280 \
+        --patience 328 --train-hours 24 --ks 100,5000 --threads 1
 
 `--list` shows the runs. README ("Reference results") says how long each took. Burda et al.'s two
 runs (`--run burda-vae-1l`, `--run burda-iwae5-2l`) follow their own protocol, checkpointed under
@@ -74,7 +81,9 @@ UNITS = {
     "train_seconds": "s, training and validation scoring",
     "test_seconds": "s, scoring the selected model on the test set",
     "wall_seconds": "s, the whole run (all sessions), on a shared machine",
+    "from_epoch": "epochs done when a session of the run started on the machine of its row",
 }
+EXPORTED = ("checkpoint.pt", "best.pt", "state.json")  # and lk-epoch<best>.pt, scores so far
 # name: (model config, train config without epochs, what a reader should know)
 RUNS = {
     "mlp-400-20": (
@@ -86,6 +95,12 @@ RUNS = {
         ModelConfig(arch="mlp", hidden_dim=400, latent_dim=50),
         {"lr": 1e-3, "batch_size": 128, "warmup_epochs": 20},
         "a 784-400-50 MLP VAE with a 20-epoch KL warm-up: a candidate for the best model",
+    ),
+    "mlp-400-20-burda": (
+        ModelConfig(arch="mlp", hidden_dim=400, latent_dim=20),
+        {"lr": 1e-3, "batch_size": 128, "lr_schedule": "burda"},
+        "the book's default 784-400-20 MLP VAE on the -ELBO with Burda et al.'s eight-stage "
+        "learning rate schedule (3,280 passes), batch 128",
     ),
 }
 if "iwae_k" in TrainConfig.__dataclass_fields__:  # the IWAE objective, where the package has it
@@ -156,12 +171,17 @@ def mean_se(values: torch.Tensor) -> tuple[float, float]:
 class Run:
     """One run's folder, state and result file."""
 
-    def __init__(self, name: str, seed: int, root: Path) -> None:
+    def __init__(self, name: str, seed: int, root: Path, exports: Path) -> None:
         self.name, self.seed = name, seed
         self.dir = root / f"{name}-seed{seed}"
+        self.export = exports / f"{name}-seed{seed}"  # in the repository: one folder per run
         self.dir.mkdir(parents=True, exist_ok=True)
         self.checkpoint, self.best = self.dir / "checkpoint.pt", self.dir / "best.pt"
         self.state_path = self.dir / "state.json"
+        if not self.state_path.exists() and (self.export / "state.json").exists():
+            log(f"{name}: resuming from the exported {self.export}")
+            for file in sorted(self.export.iterdir(), key=lambda f: f.name == "state.json"):
+                reference_burda.atomic_copy(file, self.dir / file.name)  # the state last
         self.state = (
             json.loads(self.state_path.read_text())
             if self.state_path.exists()
@@ -186,6 +206,7 @@ class Run:
         test = self.state["test"]
         if test is not None:
             rows += test["rows"]
+        rows += [{"row": "session", **session} for session in self.state.get("sessions", [])]
         rows.append(
             {
                 "row": "time",
@@ -345,6 +366,20 @@ def score_test(run: Run, args: argparse.Namespace, write) -> None:
         log(f"{run.name}: {row}")
 
 
+def export(run: Run, write) -> None:
+    """Copy the run's checkpoints, scores so far and state into the repository (commit them)."""
+    files = [f for f in run.dir.iterdir() if f.name in EXPORTED or f.name.startswith("lk-epoch")]
+    if not run.state_path.exists():
+        raise SystemExit(f"{run.name}: no state in {run.dir} to export")
+    for stale in run.export.glob("*") if run.export.exists() else []:
+        if stale.name not in {f.name for f in files}:
+            stale.unlink()
+    for file in sorted(files, key=lambda f: f.name == "state.json"):  # the state last
+        reference_burda.atomic_copy(file, run.export / file.name)
+    write()
+    log(f"{run.name}: exported epoch {run.state['curve'][-1]['epoch']} to {run.export}; commit it")
+
+
 def _row(estimator: str, k: int, values: torch.Tensor, epoch: int) -> dict:
     nats, se = mean_se(values)
     return {
@@ -377,13 +412,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int_in(1, THREADS), default=1, help="torch threads")
     parser.add_argument("--root", type=Path, default=None, help="default: <data>/reference")
     parser.add_argument("--out", type=Path, default=CHECKOUT, help="where the result file goes")
+    exports, help_export = reference_burda.EXPORTS, "export for a commit, exit"
+    parser.add_argument("--exports", type=Path, default=exports, help="exported checkpoints")
+    parser.add_argument("--export-checkpoint", action="store_true", help=help_export)
     args = parser.parse_args(argv)
     if args.list:
         for name, (_, _, notes) in {**RUNS, **reference_burda.RUNS}.items():
             print(f"{name}: {notes}")
         return 0
+    try:  # a schedule with a length of its own is not run past it
+        train_config(args.run, args.max_epochs, args.seed)
+    except ValueError as error:
+        parser.error(f"--max-epochs: {error}")
     torch.set_num_threads(args.threads)
-    run = Run(args.run, args.seed, args.root or default_root() / "reference")
+    run = Run(args.run, args.seed, args.root or default_root() / "reference", args.exports)
     command = "benchmarks/reference.py " + " ".join(sys.argv[1:] if argv is None else argv)
     start, wall0 = time.perf_counter(), run.state["wall_seconds"]
 
@@ -393,7 +435,15 @@ def main(argv: list[str] | None = None) -> int:
         path = write_result(run.result(args, command), args.out)
         log(f"wrote {path}")
 
+    if args.export_checkpoint:
+        export(run, write)
+        return 0
     log(f"{run.name}: checkpoints in {run.dir}")
+    # A run moves between machines across stops: each start records the machine it trains on.
+    now, done = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), run.state["curve"]
+    machine = {**hardware("cpu"), "torch": torch.__version__, "nice": os.nice(0)}
+    sessions = run.state.setdefault("sessions", [])
+    sessions.append({"from_epoch": done[-1]["epoch"] if done else 0, "date_utc": now, **machine})
     train(run, args, write)
     score_test(run, args, write)
     write()

@@ -16,6 +16,11 @@ CASES = [
     ("reference.py", ["--train-hours", "0"], "--train-hours: expected hours in (0, 10000]"),
     ("reference.py", ["--seed", "-1"], "--seed: expected a whole number in [0, 4294967295]"),
     ("reference.py", ["--run", "burda-vae-1l", "--threads", "0"], "--threads: expected"),
+    (
+        "reference.py",
+        ["--run", "mlp-400-20-burda", "--max-epochs", "3281"],
+        "--max-epochs: TrainConfig: lr_schedule='burda' lasts 3280 epochs, got epochs=3281",
+    ),
     ("train_speed.py", ["--steps", "0"], "--steps: expected a whole number in [1, 1000000]"),
     ("train_speed.py", ["--batch-sizes", "32,0"], "--batch-sizes: expected a whole number"),
     ("train_speed.py", ["--device", "cuda:99"], "--device: "),

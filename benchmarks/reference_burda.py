@@ -24,6 +24,10 @@ folder is empty starts from those files. So, at a stop:
 
     python benchmarks/reference.py --run burda-vae-1l --export-checkpoint   # then commit both
 
+Where an unfinished run stands on the goals' estimator, -L_5000, `--probe 1000` measures on the
+first 1,000 test images with the run stopped (a `probe` row; its -ELBO on the same images gives
+the gap, image by image), before the export.
+
 and to start or resume (the same command):
 
     OMP_NUM_THREADS=1 nice -n 19 python benchmarks/reference.py --run burda-vae-1l --threads 1
@@ -110,6 +114,10 @@ UNITS = {
     "wall_seconds": "s, every session of the run, on a shared machine",
     "core_seconds": "s of CPU time of the process, every session",
     "score_seconds": "s of wall time of the final scores (-ELBO, each -L_k), every session",
+    "images": "the first test images a probe scored",
+    "neg_elbo": "nats per example, -ELBO of the probe's images (one z each, as the final scores)",
+    "gap": "nats, -ELBO minus -L_k on the probe's images, image by image: the mean",
+    "se_gap": "nats, standard error of the gap across the probe's images",
 }
 
 
@@ -214,6 +222,7 @@ class BurdaRun:
         rows = [{"row": "curve", **row} for row in self.state["curve"]]
         rows += [] if test is None else test["rows"]
         rows += [{"row": "session", **session} for session in self.state.get("sessions", [])]
+        rows += [{"row": "probe", **probe} for probe in self.state.get("probes", [])]
         rows.append(
             {
                 "row": "time",
@@ -345,6 +354,25 @@ def _row(estimator: str, k: int, values: torch.Tensor, epoch: int) -> dict:
     }
 
 
+def probe(run: BurdaRun) -> None:
+    """-ELBO and -L_k for each k of --ks of the latest checkpoint on the first --probe test images:
+    where an unfinished run stands on the goals' estimator. The blocks are seeded as the final
+    scores' are, so those images score the same at the end if the model has not changed."""
+    if not run.checkpoint.exists():
+        raise SystemExit(f"{run.name}: no checkpoint in {run.dir} to probe")
+    model = load_checkpoint(run.checkpoint, device="cpu").model
+    images = load_mnist("test", binarize="static", seed=TEST_SEED)[0][: run.args.probe]
+    neg_elbo = neg_bound(model, images, 1, TEST_SEED)
+    for k in run.args.ks:
+        values = neg_bound(model, images, k, TEST_SEED)
+        (nats, se), (gap, se_gap) = mean_se(values), mean_se(neg_elbo - values)
+        row = {"epoch": run.done, "images": len(images), "k": k, "nats": nats, "se_images": se}
+        row.update(neg_elbo=float(neg_elbo.mean()), gap=gap, se_gap=se_gap)
+        run.state.setdefault("probes", []).append(row)
+        log(f"{run.name}: probe {row}")
+    run.write()
+
+
 def export(run: BurdaRun) -> None:
     """Copy the latest checkpoint and state into the repository, and write the result file."""
     if not run.checkpoint.exists():
@@ -363,6 +391,9 @@ def main(argv: list[str]) -> int:
     run = BurdaRun(args)
     if args.export_checkpoint:
         export(run)
+        return 0
+    if args.probe:
+        probe(run)
         return 0
     log(f"{run.name}: checkpoints in {run.dir}, {run.done} passes done")
     # A run hops machines across stops: each start records the machine it trains on from here.
@@ -393,4 +424,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--exports", type=Path, default=EXPORTS, help="exported checkpoints' folder")
     p.add_argument("--out", type=Path, default=CHECKOUT, help="where the result file goes")
     p.add_argument("--export-checkpoint", action="store_true", help="export for a commit, exit")
+    p.add_argument(
+        "--probe",
+        type=int_in(2, 10_000),
+        default=None,
+        help="score the latest checkpoint on this many test images (the run stopped), exit",
+    )
     return p

@@ -44,6 +44,16 @@ def test_a_burda_run_trains_scores_exports_and_resumes_from_the_export(tmp_path,
     assert [r["layer"] for r in rows if r["row"] == "units"] == list(range(1, layers + 1))
     assert not json.loads(result.read_text())["complete"]  # a subset is never a result
 
+    probed = reference(tmp_path, "--run", run, "--probe", "20")  # the 20 images scored above
+    assert probed.returncode == 0, probed.stderr
+    rows = json.loads(result.read_text())["rows"]
+    (probe,) = [r for r in rows if r["row"] == "probe"]
+    test = {r["k"]: r["nats"] for r in rows if r["row"] == "test"}
+    assert (probe["epoch"], probe["images"], probe["k"]) == (1, 20, 3)
+    assert probe["nats"] == pytest.approx(test[3], rel=1e-12)  # seeded as the final scores
+    assert probe["neg_elbo"] == pytest.approx(test[1], rel=1e-12)
+    assert probe["gap"] == pytest.approx(probe["neg_elbo"] - probe["nats"], rel=1e-9)
+
     exported = reference(tmp_path, "--run", run, "--export-checkpoint")
     assert exported.returncode == 0, exported.stderr
     for cache in (tmp_path / "cache").iterdir():  # a new machine: an empty cache

@@ -248,7 +248,9 @@ class BurdaRun:
                     "train_images": "all 60000 training images, dynamically binarized"
                     if self.args.train_size is None
                     else f"SMOKE RUN: the first {self.args.train_size} training images",
-                    "passes": f"{self.args.max_passes} of {PASSES} (lr schedule 'burda')",
+                    "passes": f"{self.args.max_passes:,}",
+                    "lr_schedule": f"burda: {PASSES:,} passes in eight stages of 3^i passes at "
+                    "lr 1e-3 * 10^(-i/7), i = 0..7",
                     "binarization_draws": DRAWS[self.name] + ": the same Bernoulli statistics"
                     if self.args.train_size is None
                     else DYNAMIC_DRAW,

@@ -3,6 +3,7 @@ and resumed from the export on an empty cache, or from the block where its scori
 
 import importlib
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import torch
 
 from vae_tutorial.checkpoint import load_checkpoint
 from vae_tutorial.data import load_mnist
+from vae_tutorial.reference_table import reference_table
 from vae_tutorial.test_set import TEST_SEED
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "reference.py"
@@ -43,6 +45,16 @@ def test_a_burda_run_trains_scores_exports_and_resumes_from_the_export(tmp_path,
     assert [r["k"] for r in rows if r["row"] == "test"] == [1, 3]
     assert [r["layer"] for r in rows if r["row"] == "units"] == list(range(1, layers + 1))
     assert not json.loads(result.read_text())["complete"]  # a subset is never a result
+    finished = tmp_path / "finished"  # the same file, as a finished run's would be
+    finished.mkdir()
+    (finished / result.name).write_text(
+        result.read_text().replace('"complete": false', '"complete": true')
+    )
+    (row,) = [line for line in reference_table(finished).splitlines() if "seed 0" in line]
+    name = "784-200-200-50 MLP VAE" if layers == 1 else "784-200-200-100-100-100-50 MLP 2-layer VAE"
+    units = r"\| \d+ of 50 +\|" if layers == 1 else r"\| z1: \d+ of 100, z2: \d+ of 50 +\|"
+    assert row.startswith(f"| {name}") and re.search(units, row) and "| -L_3 " in row
+    assert "; 1 passes; selection: none: the last pass is the model scored" in row
 
     probed = reference(tmp_path, "--run", run, "--probe", "20")  # the 20 images scored above
     assert probed.returncode == 0, probed.stderr

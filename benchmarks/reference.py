@@ -44,6 +44,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import sys
 import time
 from dataclasses import asdict
@@ -439,6 +440,13 @@ def main(argv: list[str] | None = None) -> int:
         export(run, write)
         return 0
     log(f"{run.name}: checkpoints in {run.dir}")
+
+    def stop(signum, frame) -> None:  # SIGTERM, a stop of work: the time spent is kept
+        write()
+        log(f"{run.name}: stopped; the time spent is saved")
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
     # A run moves between machines across stops: each start records the machine it trains on.
     now, done = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), run.state["curve"]
     machine = {**hardware("cpu"), "torch": torch.__version__, "nice": os.nice(0)}

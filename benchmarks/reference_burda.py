@@ -22,13 +22,15 @@ live in `~/.cache/vae_tutorial/reference/<run>-seed<seed>/`, outside any work tr
 / `.json` (one path per run, overwritten) and writes the incomplete result file; a run whose cache
 folder is empty starts from those files. So, at a stop:
 
+    pkill -TERM -f benchmarks/reference.py   # each run saves the time it spent, then exits
+    python benchmarks/reference.py --run burda-vae-1l --probe 1000   # optional, see below
     python benchmarks/reference.py --run burda-vae-1l --export-checkpoint   # then commit both
 
-Where an unfinished run stands on the goals' estimator, -L_5000, `--probe 1000` measures on the
-first 1,000 test images with the run stopped (a `probe` row; its -ELBO on the same images gives
-the gap, image by image), before the export.
+A probe measures where an unfinished run stands on the goals' estimator: -L_5000 of its latest
+checkpoint on the first 1,000 test images (a `probe` row; the -ELBO of the same images gives the
+gap, image by image).
 
-and to start or resume (the same command):
+To start or resume (the same command):
 
     OMP_NUM_THREADS=1 nice -n 19 python benchmarks/reference.py --run burda-vae-1l --threads 1
 
@@ -45,6 +47,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -362,13 +365,14 @@ def probe(run: BurdaRun) -> None:
     scores' are, so those images score the same at the end if the model has not changed."""
     if not run.checkpoint.exists():
         raise SystemExit(f"{run.name}: no checkpoint in {run.dir} to probe")
-    model = load_checkpoint(run.checkpoint, device="cpu").model
+    loaded = load_checkpoint(run.checkpoint, device="cpu")  # ahead of the curve by < --every
+    model, epoch = loaded.model, loaded.history.epochs_done
     images = load_mnist("test", binarize="static", seed=TEST_SEED)[0][: run.args.probe]
     neg_elbo = neg_bound(model, images, 1, TEST_SEED)
     for k in run.args.ks:
         values = neg_bound(model, images, k, TEST_SEED)
         (nats, se), (gap, se_gap) = mean_se(values), mean_se(neg_elbo - values)
-        row = {"epoch": run.done, "images": len(images), "k": k, "nats": nats, "se_images": se}
+        row = {"epoch": epoch, "images": len(images), "k": k, "nats": nats, "se_images": se}
         row.update(neg_elbo=float(neg_elbo.mean()), gap=gap, se_gap=se_gap)
         run.state.setdefault("probes", []).append(row)
         log(f"{run.name}: probe {row}")
@@ -398,6 +402,7 @@ def main(argv: list[str]) -> int:
         probe(run)
         return 0
     log(f"{run.name}: checkpoints in {run.dir}, {run.done} passes done")
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop(run))
     # A run hops machines across stops: each start records the machine it trains on from here.
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     machine = {**hardware("cpu"), "torch": torch.__version__, "nice": os.nice(0)}
@@ -406,6 +411,14 @@ def main(argv: list[str]) -> int:
     score(run)
     run.write()
     return 0
+
+
+def stop(run: BurdaRun) -> None:
+    """SIGTERM, a stop of work: save the time spent so far and exit. The checkpoint already holds
+    every finished pass (`fit` writes one after each), the state every finished score block."""
+    run.save()
+    log(f"{run.name}: stopped; the time spent is saved, the checkpoint holds every finished pass")
+    raise SystemExit(0)
 
 
 def ks(text: str) -> list[int]:

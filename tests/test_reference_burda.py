@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -138,3 +139,27 @@ def test_a_run_stopped_while_scoring_resumes_at_the_next_block(tmp_path, monkeyp
         expected = torch.cat([compute(model, x, k, TEST_SEED, b) for b, x in enumerate(parts)])
         assert row["nats"] == pytest.approx(float(expected.mean()), rel=1e-12)
         assert row["se_images"] == pytest.approx(float(expected.std() / 20**0.5), rel=1e-12)
+
+
+def test_sigterm_saves_the_time_spent_and_the_run_resumes_where_it_stopped(tmp_path):
+    smoke = ["--train-size", "40", "--test-size", "20", "--ks", "3", "--every", "1000"]
+    folders = ["--root", str(tmp_path / "cache"), "--exports", str(tmp_path / "e")]
+    argv = ["--run", "burda-vae-1l", *smoke, *folders, "--out", str(tmp_path / "out")]
+    command = [sys.executable, str(SCRIPT), *argv, "--max-passes", "40"]
+    state = tmp_path / "cache" / "burda-vae-1l-seed0-train40" / "state.json"
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
+        deadline = time.monotonic() + 300
+        while not (state.exists() and json.loads(state.read_text())["curve"][-1]["epoch"] == 13):
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.05)
+        before = json.loads(state.read_text())["wall_seconds"]  # saved at the row of pass 13
+        time.sleep(1.5)  # within the stage of passes 14 to 40: no row, no save of its own
+        process.terminate()
+        out, _ = process.communicate(timeout=60)
+    assert process.returncode == 0 and "stopped; the time spent is saved" in out
+    after = json.loads(state.read_text())
+    assert after["wall_seconds"] >= before + 1.5 and after["curve"][-1]["epoch"] == 13
+    resumed = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    curve = json.loads(state.read_text())["curve"]
+    assert [r["epoch"] for r in curve] == [1, 4, 13, 40]

@@ -4,6 +4,7 @@ from the export on a new machine (an empty cache), one session row per start."""
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "reference.py"
@@ -38,3 +39,19 @@ def test_the_scheduled_default_run_exports_and_resumes_on_an_empty_cache(tmp_pat
     assert [r["from_epoch"] for r in rows if r["row"] == "session"] == [0, 1]
     assert json.loads(result.read_text())["config"]["train"]["lr_schedule"] == "burda"
     assert [r["k"] for r in rows if r["row"] == "test"] == [1, 2]
+
+
+def test_sigterm_keeps_the_time_spent(tmp_path):
+    folders = ["--root", str(tmp_path / "cache"), "--out", str(tmp_path / "out")]
+    run = ["--run", "mlp-400-20-burda", "--every", "1000", "--max-epochs", "3280"]
+    command = [sys.executable, str(SCRIPT), *run, *folders]
+    state = tmp_path / "cache" / "mlp-400-20-burda-seed0" / "state.json"
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
+        deadline = time.monotonic() + 300
+        while "checkpoints in" not in process.stdout.readline():
+            assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(3)  # training its first epochs: no curve row, no save of its own
+        process.terminate()
+        out, _ = process.communicate(timeout=60)
+    assert process.returncode == 0 and "stopped; the time spent is saved" in out
+    assert json.loads(state.read_text())["wall_seconds"] >= 3

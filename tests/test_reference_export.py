@@ -42,8 +42,9 @@ def test_the_scheduled_default_run_exports_and_resumes_on_an_empty_cache(tmp_pat
 
 
 def test_sigterm_keeps_the_time_spent(tmp_path):
-    folders = ["--root", str(tmp_path / "cache"), "--out", str(tmp_path / "out")]
+    folders = ["--root", str(tmp_path / "cache"), "--exports", str(tmp_path / "exports")]
     run = ["--run", "mlp-400-20-burda", "--every", "1000", "--max-epochs", "3280"]
+    folders += ["--out", str(tmp_path / "out")]
     command = [sys.executable, str(SCRIPT), *run, *folders]
     state = tmp_path / "cache" / "mlp-400-20-burda-seed0" / "state.json"
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
